@@ -1,0 +1,161 @@
+"""``igpt4``: the command line. Parsing only; each command imports its work lazily so that
+``igpt4 --help`` stays instant. Bad input: one line on stderr and exit status 2 (``--debug`` for
+the traceback)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from .errors import EXIT_BAD_INPUT, InputError
+
+
+def _add_settings(parser: argparse.ArgumentParser, base: str = "selector/default.yaml") -> None:
+    parser.add_argument("--config", help=f"YAML settings merged over the shipped {base} "
+                        "(a path, or a shipped name such as selector/reference.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override one setting, e.g. "
+                        "--set training.epochs=50 (repeatable)")
+
+
+def _add_data_out(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", metavar="CC_SBU_ALIGN_DIR",
+                        help="the cc_sbu_align folder: OUT becomes a complete cc_sbu_align folder "
+                        "(filter_cap.json + image/)")
+    parser.add_argument("--copy-images", action="store_true",
+                        help="copy images into OUT/image instead of symlinking them")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="skip invalid samples of --data (report in OUT/skipped.json) "
+                        "instead of stopping at the first")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="igpt4", description="InstructionGPT-4: select a small, high-quality instruction set "
+        "for MiniGPT-4 fine-tuning.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser("reference-select", help="recompute the released InstructionGPT-4 "
+                            "selection from the original repository's data layout")
+    p.add_argument("--repo", required=True, help="checkout of the original repository's data")
+    p.add_argument("--out", required=True)
+    p.add_argument("--num", type=int, default=200, help="samples to keep (default 200)")
+    _add_data_out(p)
+
+    p = commands.add_parser("train-selector", help="fit the selector on labelled subsets, "
+                            "with leave-one-subset-out cross-validation")
+    p.add_argument("--pool", help="pool file (features + indicators, .safetensors)")
+    p.add_argument("--subsets", help="subsets file: {subset: [sample ids]}")
+    p.add_argument("--labels", help="labels file: {\"labels\": {subset: value}}")
+    p.add_argument("--repo", help="train on the original layout instead (fitting.json, "
+                   "image_matrix.pt, text_matrix.pt, labels.json)")
+    p.add_argument("--out", required=True, help="checkpoint folder to write")
+    _add_settings(p)
+
+    p = commands.add_parser("select", help="score a pool with a trained selector and keep a "
+                            "diverse high-quality subset")
+    p.add_argument("--pool", required=True, help="pool file (features + indicators)")
+    p.add_argument("--checkpoint", help="selector checkpoint folder (or a released .pth)")
+    p.add_argument("--clusters", help="diversity clusters {cluster: [ids]} instead of spectral "
+                   "clustering of the image features")
+    p.add_argument("--baseline", help="ablation instead of the selector: random, or "
+                   "top:<indicator> (e.g. top:clip)")
+    p.add_argument("--captions", metavar="CC_SBU_ALIGN_DIR", help="take captions from this "
+                   "folder's filter_cap.json without linking images")
+    p.add_argument("--num", type=int, help="samples to keep (default: selection.num_samples)")
+    p.add_argument("--out", required=True)
+    _add_data_out(p)
+    _add_settings(p)
+
+    p = commands.add_parser("validate", help="check a data set (cc_sbu_align folder or "
+                            "conversation JSON) and report invalid samples")
+    p.add_argument("data", help="cc_sbu_align folder, or LLaVA-style conversation JSON")
+    p.add_argument("--image-root", help="image folder of conversation JSON (default: its folder)")
+    p.add_argument("--skip-invalid", action="store_true", help="report every invalid sample "
+                   "instead of stopping at the first")
+    p.add_argument("--report", help="write the skip report here (JSON)")
+
+    p = commands.add_parser("parse-gpt", help="parse GPT judge replies into scores")
+    p.add_argument("replies", help="JSON with {annotations: [{image_id, caption, gpt_score: "
+                   "reply text}]} (UTF-8 or GB18030)")
+    p.add_argument("--out", required=True, help="JSON with the integer gpt_score per sample")
+    p.add_argument("--strict", action="store_true", help="exit 2 when any reply has no score")
+
+    p = commands.add_parser("demo", help="generate a toy pool and run training + selection on it")
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--samples", type=int, default=1200)
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _settings(args: argparse.Namespace, extra: Optional[List[str]] = None):
+    from .settings import load_settings
+
+    return load_settings(args.config, list(args.overrides) + list(extra or []))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import commands
+
+    image_mode = "copy" if getattr(args, "copy_images", False) else "link"
+    if args.command == "reference-select":
+        selected = commands.reference_select(args.repo, args.out, args.data, args.num, image_mode,
+                                             args.skip_invalid)
+        commands.log(f"selected {len(selected)} samples -> {args.out}/filter_cap.json "
+                     f"(manifest: {args.out}/manifest.json)")
+    elif args.command == "train-selector":
+        report = commands.train_selector(args.out, _settings(args), args.pool, args.subsets,
+                                         args.labels, args.repo)
+        commands.log(f"selector checkpoint -> {args.out} (best epoch {report['best_epoch']}, "
+                     f"held-out MSE {report['final'].get('val_mse', float('nan')):.4f})")
+    elif args.command == "select":
+        extra = [f"selection.num_samples={args.num}"] if args.num else []
+        selected = commands.select(args.out, _settings(args, extra), args.pool, args.checkpoint,
+                                   args.clusters, args.baseline, args.data, args.captions,
+                                   image_mode, args.skip_invalid)
+        commands.log(f"selected {len(selected)} samples -> {args.out}")
+    elif args.command == "validate":
+        from .data import read_pool
+
+        pool = read_pool(args.data, args.image_root, skip_invalid=args.skip_invalid)
+        if args.report:
+            pool.write_skip_report(args.report)
+        for skipped in pool.skipped:
+            commands.log(skipped.line())
+        print(f"{pool.source} ({pool.kind}, {pool.encoding}): {len(pool)} valid samples, "
+              f"{len(pool.skipped)} invalid")
+        return EXIT_BAD_INPUT if pool.skipped else 0
+    elif args.command == "parse-gpt":
+        from .gpt_reply import parse_reply_file
+        from .jsonio import write_json
+
+        parsed, flagged = parse_reply_file(args.replies)
+        write_json(args.out, {"annotations": parsed, "flagged": flagged}, indent=4)
+        for item in flagged:
+            commands.log(f"{args.replies}: sample {item['sample']}: {item['problem']}")
+        print(f"{len(parsed)} scores -> {args.out}; {len(flagged)} replies flagged")
+        return EXIT_BAD_INPUT if flagged and args.strict else 0
+    elif args.command == "demo":
+        from .demo import run_demo
+
+        run_demo(args.out, args.samples, args.seed)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except InputError as exc:
+        if args.debug:
+            raise
+        print(f"igpt4: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("igpt4: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

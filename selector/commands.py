@@ -1,0 +1,227 @@
+"""The work behind the ``igpt4`` sub-commands, as functions (the CLI only parses arguments)."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from .errors import InputError
+from .jsonio import PathLike, write_json
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def package_versions() -> Dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": sys.version.split()[0]}
+    for name in ("instructiongpt4", "torch", "numpy", "scikit-learn", "safetensors"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def write_selection(out: PathLike, ids: List[str], scores: np.ndarray, selected: List[str],
+                    settings: Dict[str, Any], cluster_of: Optional[Dict[str, str]] = None,
+                    captions: Optional[Dict[str, str]] = None, data_dir: Optional[PathLike] = None,
+                    image_mode: str = "link", skip_invalid: bool = False,
+                    details: Optional[Dict[str, Any]] = None) -> Path:
+    """``OUT/filter_cap.json`` (+ ``OUT/image/`` when the data folder is given) and
+    ``OUT/manifest.json`` with every sample's score, cluster and whether it was selected."""
+    from .data import read_cc_sbu_align, write_cc_sbu_align
+
+    out = Path(out)
+    if data_dir is not None:
+        pool = read_cc_sbu_align(data_dir, skip_invalid=skip_invalid)
+        if pool.skipped:
+            pool.write_skip_report(out / "skipped.json")
+            log(f"skipped {len(pool.skipped)} invalid samples of {data_dir} "
+                f"(report: {out / 'skipped.json'})")
+        missing = [i for i in selected if i not in set(pool.ids)]
+        if missing:
+            raise InputError(f"{pool.source}: selected sample {missing[0]!r} is not in the data "
+                             f"({len(missing)} missing)")
+        write_cc_sbu_align(pool.subset(selected).samples, out, image_mode)
+    elif captions is not None:
+        missing = [i for i in selected if i not in captions]
+        if missing:
+            raise InputError(f"no caption for selected sample {missing[0]!r}")
+        write_json(out / "filter_cap.json",
+                   {"annotations": [{"image_id": i, "caption": captions[i]} for i in selected]},
+                   indent=4)
+    else:
+        log("no data folder or captions given: wrote the selected ids only (selected.txt)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "selected.txt").write_text("".join(f"{i}\n" for i in selected), encoding="utf-8")
+    chosen = set(selected)
+    cluster_of = cluster_of or {}
+    write_json(out / "manifest.json", {
+        "settings": settings,
+        "versions": package_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "num_selected": len(selected),
+        "selected": selected,
+        **(details or {}),
+        "samples": [{"id": sample_id, "score": float(score), "cluster": cluster_of.get(sample_id),
+                     "selected": sample_id in chosen}
+                    for sample_id, score in zip(ids, scores)],
+    })
+    return out
+
+
+def reference_select(repo: PathLike, out: PathLike, data_dir: Optional[PathLike] = None,
+                     num_samples: int = 200, image_mode: str = "link",
+                     skip_invalid: bool = False) -> List[str]:
+    """The released InstructionGPT-4 selection, recomputed from a checkout of the original data
+    layout: released checkpoint (reference mode), released spectral clusters, int-truncated ranking."""
+    from .model import load_reference_checkpoint, score_features
+    from .reference import ReferenceRepo
+    from .selection import select_diverse_top_k
+
+    reference = ReferenceRepo(Path(repo))
+    pool = reference.pool()
+    model = load_reference_checkpoint(reference.checkpoint())
+    scores = score_features(model, pool.features)
+    selection = select_diverse_top_k(pool.ids, scores, reference.spectral_clusters(), num_samples,
+                                     truncate_scores=True)
+    settings = {"command": "reference-select", "repo": str(Path(repo).resolve()),
+                "checkpoint": str(reference.checkpoint()), "mode": "reference",
+                "clusters": str(reference.path("cluster/spectral/clustering_results.json")),
+                "data": str(data_dir) if data_dir else None, **selection.rule}
+    write_selection(out, pool.ids, scores, selection.selected, settings, selection.cluster_of,
+                    captions=None if data_dir else reference.captions(), data_dir=data_dir,
+                    image_mode=image_mode, skip_invalid=skip_invalid,
+                    details={"quotas": selection.quotas})
+    return selection.selected
+
+
+def load_training_data(settings: Dict[str, Any], pool_path: Optional[PathLike],
+                       subsets_path: Optional[PathLike], labels_path: Optional[PathLike],
+                       repo: Optional[PathLike]):
+    """(SubsetData, image_dim, text_dim, indicator_names) from our files or the original layout."""
+    from .model import REFERENCE_INDICATORS
+    from .pool import FeaturePool, match_labels, read_labels, read_subsets
+    from .training import SubsetData
+
+    if repo is not None:
+        from .reference import ReferenceRepo
+
+        reference = ReferenceRepo(Path(repo))
+        sets = reference.fitting_sets()
+        labels = reference.fitting_labels()
+        data = SubsetData.from_lists(list(sets), labels, [str(i) for i in range(len(labels))])
+        return data, 6, 6, list(REFERENCE_INDICATORS)
+    if not (pool_path and subsets_path and labels_path):
+        raise InputError("train-selector needs --pool, --subsets and --labels (or --repo)")
+    pool = FeaturePool.load(pool_path)
+    names, members, labels = match_labels(read_subsets(subsets_path), read_labels(labels_path),
+                                          str(labels_path))
+    data = SubsetData.from_pool(pool, members, labels, names)
+    return data, pool.image.shape[1], pool.text.shape[1], pool.indicator_names
+
+
+def train_selector(out: PathLike, settings: Dict[str, Any], pool: Optional[PathLike] = None,
+                   subsets: Optional[PathLike] = None, labels: Optional[PathLike] = None,
+                   repo: Optional[PathLike] = None) -> Dict[str, Any]:
+    from .model import SelectorConfig, save_checkpoint
+    from .training import TrainConfig, cross_validate, fit, training_metadata
+
+    data, image_dim, text_dim, names = load_training_data(settings, pool, subsets, labels, repo)
+    model_settings = dict(settings["model"])
+    if model_settings.get("mode", "default") == "default" and "context_size" in model_settings:
+        model_settings["context_size"] = int(data.mask.sum(axis=1).max())
+    config = SelectorConfig.from_dict({**model_settings, "image_dim": image_dim,
+                                       "text_dim": text_dim, "indicator_names": list(names)})
+    train_settings = dict(settings["training"])
+    run_cv = bool(train_settings.pop("cross_validate", True))
+    train = TrainConfig.from_dict(train_settings)
+    started = time.time()
+    result = fit(data, config, train, progress=True)
+    report: Dict[str, Any] = {"subsets": len(data), "samples_per_subset": int(data.mask.sum(1).max()),
+                              **training_metadata(result, train),
+                              "fit_seconds": round(time.time() - started, 2)}
+    if run_cv:
+        cv = cross_validate(data, config, train)
+        report["cross_validation"] = cv.to_dict()
+        log(cv.table())
+        if cv.warning():
+            log(cv.warning())
+    save_checkpoint(result.model, out, {**report, "inputs": {
+        "pool": str(pool) if pool else None, "subsets": str(subsets) if subsets else None,
+        "labels": str(labels) if labels else None, "repo": str(repo) if repo else None},
+        "versions": package_versions()})
+    write_json(Path(out) / "training_report.json", report)
+    return report
+
+
+def select(out: PathLike, settings: Dict[str, Any], pool_path: PathLike,
+           checkpoint: Optional[PathLike] = None, clusters_path: Optional[PathLike] = None,
+           baseline: Optional[str] = None, data_dir: Optional[PathLike] = None,
+           captions_path: Optional[PathLike] = None, image_mode: str = "link",
+           skip_invalid: bool = False) -> List[str]:
+    """Score the pool with a trained selector (or a baseline), cluster, and write the selection."""
+    from .model import check_pool_fits, load_checkpoint, score_features
+    from .pool import FeaturePool, read_subsets
+    from .selection import (clusters_from_labels, random_k, select_diverse_top_k,
+                            spectral_clusters, top_k_by)
+
+    pool = FeaturePool.load(pool_path)
+    chosen_settings = dict(settings["selection"])
+    k = int(chosen_settings["num_samples"])
+    if k > len(pool):
+        raise InputError(f"{pool_path}: cannot select {k} samples from a pool of {len(pool)}")
+    details: Dict[str, Any] = {}
+    truncate = False
+    if baseline is None:
+        if checkpoint is None:
+            raise InputError("select needs --checkpoint (or --baseline)")
+        model = load_checkpoint(checkpoint)
+        check_pool_fits(model, pool.image.shape[1], pool.text.shape[1], pool.indicator_names,
+                        str(pool_path))
+        scores = score_features(model, pool.features, progress=True)
+        truncate = model.config.mode == "reference"
+    elif baseline == "random":
+        scores = np.zeros(len(pool))
+        selected = random_k(pool.ids, k, int(chosen_settings.get("cluster_seed", 0)))
+    elif baseline.startswith("top:"):
+        scores = pool.indicator(baseline[4:]).astype(np.float64)
+        selected = top_k_by(pool.ids, scores, k)
+    else:
+        raise InputError(f"unknown baseline {baseline!r} (random, or top:<indicator>)")
+    cluster_of = None
+    if baseline is None:
+        if clusters_path is not None:
+            clusters = read_subsets(clusters_path)
+        else:
+            labels = spectral_clusters(pool.image, int(chosen_settings["n_clusters"]),
+                                       int(chosen_settings["n_neighbors"]),
+                                       int(chosen_settings["cluster_seed"]))
+            clusters = clusters_from_labels(pool.ids, labels)
+        selection = select_diverse_top_k(pool.ids, scores, clusters, k,
+                                         chosen_settings.get("quota_total"), truncate)
+        selected, cluster_of = selection.selected, selection.cluster_of
+        details = {"quotas": selection.quotas, "rule": selection.rule}
+        if selection.unclustered:
+            log(f"warning: {len(selection.unclustered)} samples are in no cluster and were not "
+                "eligible")
+    captions = None
+    if captions_path is not None:
+        from .data import read_cc_sbu_align
+
+        captions = {s.id: s.answer for s in
+                    read_cc_sbu_align(Path(captions_path), check_images=False).samples}
+    write_selection(out, pool.ids, scores, selected,
+                    {"command": "select", "pool": str(pool_path), "checkpoint": str(checkpoint),
+                     "baseline": baseline, "clusters": str(clusters_path) if clusters_path else
+                     "spectral", **settings},
+                    cluster_of, captions=captions if data_dir is None else None,
+                    data_dir=data_dir, image_mode=image_mode, skip_invalid=skip_invalid,
+                    details=details)
+    return selected

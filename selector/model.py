@@ -1,0 +1,269 @@
+"""The self-attention data selector.
+
+Per sample the input is ``[image features, text features, indicator scores]``; two layers of
+multi-head self-attention, each followed by a linear layer (residual ``x + attn(x)``), then a linear
+head to one score. Attention runs *within sets* of samples; how samples are grouped into sets is
+what the two modes differ in:
+
+* ``reference`` reproduces the released InstructionGPT-4 selector exactly: sequence-first attention
+  modules, inputs unstandardised and scaled as the original (``10 * reward``, ``10 * length``), and at
+  scoring time the whole pool is one sequence, so every sample attends to every other one
+  (memory O(N^2)).
+* ``default`` fixes that: inputs and labels standardised with statistics of the training data,
+  and the pool is scored in random sets of ``context_size`` samples (the subset size the selector
+  was trained on), averaged over ``score_rounds`` random partitions, so time and memory grow
+  linearly with the pool. Scores stay floats.
+
+Our own checkpoints are a folder with ``selector.safetensors`` and ``selector.json`` (the config).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import InputError
+from .jsonio import PathLike, read_json, write_json
+
+MODES = ("default", "reference")
+REFERENCE_INDICATORS = ("clip", "reward", "length", "gpt")
+#: The original multiplied these indicators by 10 before the network.
+REFERENCE_INDICATOR_SCALE = {"clip": 1.0, "reward": 10.0, "length": 10.0, "gpt": 1.0}
+WEIGHTS_FILE, CONFIG_FILE = "selector.safetensors", "selector.json"
+
+
+@dataclass
+class SelectorConfig:
+    image_dim: int = 6
+    text_dim: int = 6
+    indicator_names: List[str] = field(default_factory=lambda: list(REFERENCE_INDICATORS))
+    n_heads: int = 4
+    n_layers: int = 2
+    residual: bool = True
+    mode: str = "default"
+    context_size: int = 114
+    score_rounds: int = 4
+    score_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"selector mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.mode == "reference":
+            if list(self.indicator_names) != list(REFERENCE_INDICATORS):
+                raise InputError("reference mode needs the indicators clip, reward, length, gpt "
+                                 f"in that order (got {', '.join(self.indicator_names)})")
+            if self.d_model != self.in_dim:
+                raise InputError(f"reference mode: {self.n_heads} heads do not divide the input "
+                                 f"width {self.in_dim}")
+        for name in ("n_heads", "n_layers", "context_size", "score_rounds"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"selector setting {name} must be >= 1")
+
+    @property
+    def in_dim(self) -> int:
+        return self.image_dim + self.text_dim + len(self.indicator_names)
+
+    @property
+    def d_model(self) -> int:
+        """Input width padded with zero columns to a multiple of ``n_heads``."""
+        return int(math.ceil(self.in_dim / self.n_heads) * self.n_heads)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "SelectorConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"unknown selector setting(s): {', '.join(unknown)}")
+        return cls(**values)
+
+
+class SelectorNet(nn.Module):
+    """Scores each sample of each set: ``forward(x[B, L, in_dim]) -> scores[B, L]``.
+
+    Attention runs along L within each of the B sets. Module names match the released checkpoint
+    (``multihead_attns``, ``linears``, ``linear``) so it loads by stripping ``module.``.
+    """
+
+    def __init__(self, config: SelectorConfig) -> None:
+        super().__init__()
+        self.config = config
+        batch_first = config.mode == "default"
+        d = config.d_model
+        self.multihead_attns = nn.ModuleList(
+            nn.MultiheadAttention(d, config.n_heads, batch_first=batch_first)
+            for _ in range(config.n_layers))
+        self.linears = nn.ModuleList(nn.Linear(d, d) for _ in range(config.n_layers))
+        self.linear = nn.Linear(d, 1)
+        # x_in = (x - input_shift) * input_scale; score = head * output_scale + output_shift
+        self.register_buffer("input_shift", torch.zeros(config.in_dim))
+        self.register_buffer("input_scale", self._reference_input_scale(config))
+        self.register_buffer("output_shift", torch.zeros(()))
+        self.register_buffer("output_scale", torch.ones(()))
+
+    @staticmethod
+    def _reference_input_scale(config: SelectorConfig) -> torch.Tensor:
+        scale = torch.ones(config.in_dim)
+        if config.mode == "reference":
+            offset = config.image_dim + config.text_dim
+            for i, name in enumerate(config.indicator_names):
+                scale[offset + i] = REFERENCE_INDICATOR_SCALE[name]
+        return scale
+
+    def set_normalisation(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Default mode: standardise inputs and labels with statistics of the training data."""
+        std = features.std(dim=0)
+        self.input_shift.copy_(features.mean(dim=0))
+        self.input_scale.copy_(torch.where(std > 1e-8, 1.0 / std, torch.ones_like(std)))
+        label_std = labels.std() if labels.numel() > 1 else torch.tensor(1.0)
+        self.output_shift.copy_(labels.mean())
+        self.output_scale.copy_(label_std if label_std > 1e-8 else torch.tensor(1.0))
+
+    def forward(self, x: torch.Tensor, key_padding_mask: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
+        x = (x - self.input_shift) * self.input_scale
+        pad = self.config.d_model - self.config.in_dim
+        if pad:
+            x = nn.functional.pad(x, (0, pad))
+        reference = self.config.mode == "reference"
+        if reference:  # sequence-first modules, as the original
+            x = x.transpose(0, 1)
+        for attention, linear in zip(self.multihead_attns, self.linears):
+            # reference: the original's call (need_weights=True takes the same kernel path)
+            attended, _ = attention(x, x, x, key_padding_mask=key_padding_mask,
+                                    need_weights=reference)
+            x = x + attended if self.config.residual else attended
+            x = linear(x) if self.config.n_layers > 1 else x
+        scores = self.linear(x).squeeze(-1)
+        if reference:
+            scores = scores.transpose(0, 1)
+        return scores * self.output_scale + self.output_shift
+
+
+def _partition(n: int, context: int, rng: np.random.Generator) -> np.ndarray:
+    """A random partition of range(n) into sets of ``context`` (rows of the result). The last set
+    is filled up with samples from the start of the permutation, so every set has the size the
+    selector was trained on; duplicates are ignored when scores are gathered."""
+    order = rng.permutation(n)
+    if n <= context:
+        return order[None, :]
+    n_sets = int(math.ceil(n / context))
+    padded = np.concatenate([order, order[: n_sets * context - n]])
+    return padded.reshape(n_sets, context)
+
+
+@torch.no_grad()
+def score_features(model: SelectorNet, features: np.ndarray, sets_per_batch: int = 2048,
+                   progress: bool = False) -> np.ndarray:
+    """Score every row of ``features`` [N, in_dim]; returns float64 scores [N]."""
+    config = model.config
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 2 or features.shape[1] != config.in_dim:
+        raise InputError(f"selector expects {config.in_dim} input features per sample, got "
+                         f"{features.shape[-1] if features.ndim else 0}")
+    model.eval()
+    data = torch.from_numpy(features)
+    if config.mode == "reference":
+        return model(data[None])[0].double().numpy()
+    from tqdm.auto import tqdm
+
+    n = len(features)
+    total = np.zeros(n, dtype=np.float64)
+    rng = np.random.default_rng(config.score_seed)
+    for _ in tqdm(range(config.score_rounds), desc="scoring rounds", disable=not progress):
+        sets = _partition(n, config.context_size, rng)
+        for start in range(0, len(sets), sets_per_batch):
+            rows = sets[start:start + sets_per_batch]
+            scores = model(data[torch.from_numpy(rows)]).double().numpy().reshape(-1)
+            flat = rows.reshape(-1)
+            # positions past n are the samples repeated to fill the last set: not counted twice
+            keep = start * rows.shape[1] + np.arange(flat.size) < n
+            total[flat[keep]] += scores[keep]
+    return total / config.score_rounds
+
+
+def build(config: SelectorConfig, seed: int = 0) -> SelectorNet:
+    """A freshly initialised selector; initialisation is seeded and leaves global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return SelectorNet(config)
+
+
+def load_reference_checkpoint(path: PathLike, **overrides: Any) -> SelectorNet:
+    """Load the released ``best_model.pth`` (state_dict with ``module.*`` keys) in reference mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: selector checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for unreadable files
+        raise InputError(f"{path}: not a loadable torch checkpoint "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: expected a state_dict")
+    state = {key[len("module."):] if key.startswith("module.") else key: value
+             for key, value in state.items()}
+    n_layers = len({key.split(".")[1] for key in state if key.startswith("multihead_attns.")})
+    width = state["linear.weight"].shape[1] if "linear.weight" in state else 0
+    image_dim = text_dim = (width - len(REFERENCE_INDICATORS)) // 2
+    values = dict(image_dim=image_dim, text_dim=text_dim, n_layers=n_layers, mode="reference",
+                  n_heads=overrides.pop("n_heads", 4))
+    values.update(overrides)
+    model = SelectorNet(SelectorConfig.from_dict(values))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [key for key in missing if not key.startswith(("input_", "output_"))]
+    if missing or unexpected:
+        raise InputError(f"{path}: checkpoint does not fit the selector "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.eval()
+
+
+def save_checkpoint(model: SelectorNet, folder: PathLike, metadata: Optional[Dict] = None) -> Path:
+    """Write ``selector.safetensors`` + ``selector.json`` (config and training metadata)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "igpt4-selector/1"})
+    write_json(folder / CONFIG_FILE, {"config": asdict(model.config), "metadata": metadata or {}})
+    return folder
+
+
+def load_checkpoint(path: PathLike) -> SelectorNet:
+    """Our checkpoint folder, or a released ``.pth`` file (reference mode)."""
+    path = Path(path)
+    if path.is_file() and path.suffix in (".pth", ".pt", ".bin"):
+        return load_reference_checkpoint(path)
+    if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+        raise InputError(f"{path}: not a selector checkpoint (needs {CONFIG_FILE} and "
+                         f"{WEIGHTS_FILE}, or a .pth file)")
+    from safetensors.torch import load_file
+
+    document, _ = read_json(path / CONFIG_FILE)
+    model = SelectorNet(SelectorConfig.from_dict(document["config"]))
+    model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
+    return model.eval()
+
+
+def checkpoint_metadata(path: PathLike) -> Dict[str, Any]:
+    path = Path(path)
+    if (path / CONFIG_FILE).is_file():
+        return json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    return {"config": {"mode": "reference"}, "metadata": {"source": str(path)}}
+
+
+def check_pool_fits(model: SelectorNet, image_dim: int, text_dim: int,
+                    indicator_names: Sequence[str], source: str) -> None:
+    config = model.config
+    if (image_dim, text_dim) != (config.image_dim, config.text_dim):
+        raise InputError(f"{source}: features are {image_dim}+{text_dim} wide; the selector was "
+                         f"trained on {config.image_dim}+{config.text_dim}")
+    if list(indicator_names) != list(config.indicator_names):
+        raise InputError(f"{source}: indicators {', '.join(indicator_names)} differ from the "
+                         f"selector's {', '.join(config.indicator_names)}")

@@ -1,0 +1,172 @@
+"""The selector's inputs: per-sample features and indicators, subsets and their labels.
+
+File formats (documented in the README, written by ``igpt4 score`` and the reference reader):
+
+* **pool file** (``*.safetensors``): tensors ``image`` [N, d_img], ``text`` [N, d_txt] and
+  ``indicators`` [N, k] (float32, rows in the order of ``ids``); metadata ``format`` =
+  ``igpt4-pool/1``, ``ids`` (JSON list of sample ids) and ``indicator_names`` (JSON list, e.g.
+  ``["clip", "reward", "length", "gpt"]``). Raw indicator values: any scaling is the model's job.
+* **subsets file** (JSON): ``{subset_name: [sample ids]}`` (the layout of the original
+  ``cluster/kmeans++/modified.json``).
+* **labels file** (JSON): ``{"labels": {subset_name: value}}``, or a plain ``{subset_name: value}``,
+  or the original ``{"subset_labels": [v0, v1, ...]}`` where subset i is named ``str(i)``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from .errors import InputError
+from .jsonio import PathLike, read_json
+
+POOL_FORMAT = "igpt4-pool/1"
+
+
+@dataclass
+class FeaturePool:
+    """Features and indicators for every sample of a pool, row i belonging to ``ids[i]``."""
+
+    ids: List[str]
+    image: np.ndarray
+    text: np.ndarray
+    indicators: np.ndarray
+    indicator_names: List[str]
+
+    def __post_init__(self) -> None:
+        self.image = np.asarray(self.image, dtype=np.float32)
+        self.text = np.asarray(self.text, dtype=np.float32)
+        self.indicators = np.asarray(self.indicators, dtype=np.float32)
+        n = len(self.ids)
+        for name in ("image", "text", "indicators"):
+            array = getattr(self, name)
+            if array.ndim != 2 or array.shape[0] != n:
+                raise InputError(f"pool: {name} has shape {array.shape}, expected ({n}, d)")
+        if self.indicators.shape[1] != len(self.indicator_names):
+            raise InputError("pool: indicator_names do not match the indicator columns")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def features(self) -> np.ndarray:
+        """The selector's per-sample input: image, text, indicators (the original's order)."""
+        return np.concatenate([self.image, self.text, self.indicators], axis=1)
+
+    def indicator(self, name: str) -> np.ndarray:
+        if name not in self.indicator_names:
+            raise InputError(f"pool has no indicator {name!r} (has {', '.join(self.indicator_names)})")
+        return self.indicators[:, self.indicator_names.index(name)]
+
+    def positions(self, ids: Sequence[str], where: str = "pool") -> np.ndarray:
+        index = {sample_id: i for i, sample_id in enumerate(self.ids)}
+        missing = [sample_id for sample_id in ids if sample_id not in index]
+        if missing:
+            raise InputError(f"{where}: sample id {missing[0]!r} is not in the pool "
+                             f"({len(missing)} unknown ids)")
+        return np.array([index[sample_id] for sample_id in ids], dtype=np.int64)
+
+    def take(self, ids: Sequence[str]) -> "FeaturePool":
+        rows = self.positions(ids)
+        return FeaturePool(list(ids), self.image[rows], self.text[rows], self.indicators[rows],
+                           list(self.indicator_names))
+
+    def check_finite(self, source: str = "pool") -> None:
+        bad = ~np.isfinite(self.features).all(axis=1)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise InputError(f"{source}: sample {self.ids[first]!r} has a NaN or infinite feature "
+                             f"({int(bad.sum())} such samples)")
+
+    def save(self, path: PathLike) -> Path:
+        from safetensors.numpy import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file({"image": self.image, "text": self.text, "indicators": self.indicators}, str(tmp),
+                  metadata={"format": POOL_FORMAT, "ids": json.dumps(self.ids),
+                            "indicator_names": json.dumps(self.indicator_names)})
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: PathLike) -> "FeaturePool":
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: pool file not found")
+        try:
+            with safe_open(str(path), framework="numpy") as handle:
+                metadata = handle.metadata() or {}
+                if metadata.get("format") != POOL_FORMAT:
+                    raise InputError(f"{path}: not an {POOL_FORMAT} pool file "
+                                     f"(format {metadata.get('format')!r})")
+                arrays = {name: handle.get_tensor(name) for name in ("image", "text", "indicators")}
+        except SafetensorError as exc:
+            raise InputError(f"{path}: not a safetensors file ({exc})") from None
+        except KeyError as exc:
+            raise InputError(f"{path}: pool file lacks tensor {exc}") from None
+        ids = json.loads(metadata["ids"])
+        if len(set(ids)) != len(ids):
+            raise InputError(f"{path}: duplicate sample ids in the pool")
+        pool = cls(ids, arrays["image"], arrays["text"], arrays["indicators"],
+                   json.loads(metadata["indicator_names"]))
+        pool.check_finite(str(path))
+        return pool
+
+
+def read_subsets(path: PathLike) -> Dict[str, List[str]]:
+    """``{subset_name: [ids]}``; ids are compared as strings."""
+    document, _ = read_json(path)
+    if not isinstance(document, dict) or not all(isinstance(v, list) for v in document.values()):
+        raise InputError(f"{path}: expected {{subset_name: [sample ids]}}")
+    subsets = {str(name): [str(i) for i in members] for name, members in document.items()}
+    seen: Dict[str, str] = {}
+    for name, members in subsets.items():
+        if not members:
+            raise InputError(f"{path}: subset {name!r} is empty")
+        for sample_id in members:
+            if sample_id in seen and seen[sample_id] != name:
+                raise InputError(f"{path}: sample {sample_id!r} is in subsets {seen[sample_id]!r} "
+                                 f"and {name!r}")
+            seen[sample_id] = name
+    return subsets
+
+
+def read_labels(path: PathLike) -> Dict[str, float]:
+    """Subset labels by subset name, from any of the three accepted layouts."""
+    document, _ = read_json(path)
+    if isinstance(document, dict) and isinstance(document.get("subset_labels"), list):
+        values = {str(i): v for i, v in enumerate(document["subset_labels"])}
+    elif isinstance(document, dict) and isinstance(document.get("labels"), dict):
+        values = {str(k): v for k, v in document["labels"].items()}
+    elif isinstance(document, dict):
+        values = {str(k): v for k, v in document.items()}
+    else:
+        raise InputError(f"{path}: expected {{\"labels\": {{subset: value}}}} or "
+                         "{\"subset_labels\": [...]}")
+    labels = {}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise InputError(f"{path}: label of subset {name!r} is not a finite number ({value!r})")
+        labels[name] = float(value)
+    return labels
+
+
+def match_labels(subsets: Dict[str, List[str]], labels: Dict[str, float],
+                 where: str = "labels") -> Tuple[List[str], List[List[str]], np.ndarray]:
+    """Subsets that have a label, in subset-file order: (names, member ids, labels)."""
+    names = [name for name in subsets if name in labels]
+    unlabeled = [name for name in subsets if name not in labels]
+    unknown = [name for name in labels if name not in subsets]
+    if unknown:
+        raise InputError(f"{where}: label for subset {unknown[0]!r}, which the subsets file lacks")
+    if len(names) < 3:
+        raise InputError(f"{where}: {len(names)} labelled subsets; training needs at least 3 "
+                         f"(unlabelled: {', '.join(unlabeled[:5])})")
+    return names, [subsets[n] for n in names], np.array([labels[n] for n in names], np.float32)

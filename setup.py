@@ -1,0 +1,44 @@
+"""instructiongpt4: InstructionGPT-4 data selection as a plugin for the MiniGPT-4 / LAVIS stack.
+
+Requirements are deliberately loose: users install this into existing MiniGPT-4 environments
+(Python 3.9, torch 2.0, transformers 4.30). The environment tested here is pinned in
+constraints.txt instead.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="instructiongpt4",
+    version="0.1.0",
+    description="Select a small, high-quality instruction set (InstructionGPT-4) for MiniGPT-4 / LAVIS",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["selector", "selector.*", "lavis_plugins", "lavis_plugins.*",
+                                    "eval_arena", "eval_arena.*"]) + ["igpt4_configs"],
+    package_dir={"igpt4_configs": "configs"},
+    package_data={"igpt4_configs": ["*.yaml", "*/*.yaml", "*/*/*.yaml"]},
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.0",
+        "numpy>=1.21",
+        "scipy>=1.7",
+        "scikit-learn>=1.0",
+        "safetensors>=0.3",
+        "tqdm>=4.60",
+        "PyYAML>=5.4",
+        "Pillow>=8.0",
+        "omegaconf>=2.1",
+    ],
+    extras_require={
+        "indicators": ["transformers>=4.30", "open_clip_torch>=2.20", "torchvision>=0.15"],
+        # salesforce-lavis itself must be installed with --no-deps (its pins conflict with
+        # everything newer than 2023); these are the modules `import lavis` needs.
+        "lavis": ["omegaconf>=2.1", "iopath", "pandas", "webdataset", "decord", "fairscale",
+                  "pycocotools", "pycocoevalcap", "spacy", "opencv-python-headless", "einops",
+                  "ftfy", "regex", "timm>=0.6", "transformers>=4.30", "torchvision>=0.15"],
+        "gpt": ["openai>=1.0"],
+        "test": ["pytest>=7"],
+    },
+    entry_points={"console_scripts": ["igpt4=selector.cli:main"]},
+)
