@@ -1,0 +1,79 @@
+"""Shared fixtures: generated data sets and the released reference files (when ../shared is there)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = Path(os.environ.get("IGPT4_REFERENCE",
+                                REPO.parent / "shared" / "reference" / "instructiongpt4"))
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not (REFERENCE / "cc_sbu_align_test" / "full_score_data.json").is_file():
+        pytest.skip(f"released InstructionGPT-4 files not found at {REFERENCE} "
+                    "(../shared/reference/instructiongpt4, or set IGPT4_REFERENCE)")
+    return REFERENCE
+
+
+def write_image(path: Path, colour=(200, 30, 30), size=(8, 8)) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path, format="JPEG")
+    return path
+
+
+def make_cc_sbu_align(root: Path, captions: Dict[str, str], encoding: str = "utf-8",
+                      images: bool = True) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    document = {"annotations": [{"image_id": i, "caption": c} for i, c in captions.items()]}
+    (root / "filter_cap.json").write_bytes(
+        json.dumps(document, ensure_ascii=False, indent=2).encode(encoding))
+    if images:
+        for n, image_id in enumerate(captions):
+            write_image(root / "image" / f"{image_id}.jpg", (n * 40 % 256, 90, 160))
+    return root
+
+
+def make_conversations(root: Path, records: Optional[List[dict]] = None) -> Path:
+    records = records if records is not None else [
+        {"id": "a1", "image": "imgs/a1.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nWhat is in the picture?"},
+            {"from": "gpt", "value": "A red square."},
+            {"from": "human", "value": "What colour is it?"},
+            {"from": "gpt", "value": "Red."}]},
+        {"id": "b2", "image": "imgs/b2.jpg", "conversations": [
+            {"from": "human", "value": "Describe the image.\n<image>"},
+            {"from": "gpt", "value": "A blue field."}]},
+    ]
+    for record in records:
+        if isinstance(record, dict) and isinstance(record.get("image"), str) \
+                and not record["image"].startswith(("/", "..")):
+            write_image(root / record["image"])
+    path = root / "conversations.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    return path
+
+
+def run_cli(*args: str, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """``igpt4 ARGS`` in a fresh interpreter (exit status and stderr as a user sees them)."""
+    return subprocess.run([sys.executable, "-m", "selector.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd or REPO, timeout=600)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("igpt4: error:")]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
