@@ -90,7 +90,7 @@ def reference_select(repo: PathLike, out: PathLike, data_dir: Optional[PathLike]
     model = load_reference_checkpoint(reference.checkpoint())
     scores = score_features(model, pool.features)
     selection = select_diverse_top_k(pool.ids, scores, reference.spectral_clusters(), num_samples,
-                                     truncate_scores=True)
+                                     truncate_scores=True, fill_to_k=False)
     settings = {"command": "reference-select", "repo": str(Path(repo).resolve()),
                 "checkpoint": str(reference.checkpoint()), "mode": "reference",
                 "clusters": str(reference.path("cluster/spectral/clustering_results.json")),
@@ -205,7 +205,8 @@ def select(out: PathLike, settings: Dict[str, Any], pool_path: PathLike,
                                        int(chosen_settings["cluster_seed"]))
             clusters = clusters_from_labels(pool.ids, labels)
         selection = select_diverse_top_k(pool.ids, scores, clusters, k,
-                                         chosen_settings.get("quota_total"), truncate)
+                                         chosen_settings.get("quota_total"), truncate,
+                                         fill_to_k=not truncate)
         selected, cluster_of = selection.selected, selection.cluster_of
         details = {"quotas": selection.quotas, "rule": selection.rule}
         if selection.unclustered:

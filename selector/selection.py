@@ -2,7 +2,9 @@
 
 The rule of the paper (and of the original ``selector/eval_clus.py``): for every diversity cluster,
 rank its samples by score and keep the top ``max(1, int(quota_total * |cluster| / N))``; pool those,
-rank again and keep ``k``; output sorted by sample id. ``quota_total`` is a small surplus over ``k``
+rank again and keep ``k``; output sorted by sample id. When truncated quotas leave fewer than
+``k`` candidates, the best remaining samples fill up to ``k`` (the original returned fewer; reference
+mode keeps that behaviour). ``quota_total`` is a small surplus over ``k``
 (204 for k = 200, N = 3439) so that the global cut has something to choose from.
 
 ``truncate_scores=True`` is the original's ranking key ``int(score)``, with Python's stable sort
@@ -68,8 +70,10 @@ class Selection:
 
 def select_diverse_top_k(ids: Sequence[str], scores: Sequence[float],
                          clusters: Dict[str, List[str]], k: int = 200,
-                         quota_total: Optional[int] = None, truncate_scores: bool = False
-                         ) -> Selection:
+                         quota_total: Optional[int] = None, truncate_scores: bool = False,
+                         fill_to_k: bool = True) -> Selection:
+    """The diversity rule. Truncated quotas can leave fewer than k candidates (the original could
+    return fewer than asked); with ``fill_to_k`` the best remaining clustered samples fill up."""
     if k < 1:
         raise InputError(f"number of samples to select must be >= 1, not {k}")
     score_of = dict(zip(ids, (float(s) for s in scores)))
@@ -91,10 +95,17 @@ def select_diverse_top_k(ids: Sequence[str], scores: Sequence[float],
         quotas[name] = cluster_quota(len(known), quota_total, pool_size)
         candidates += sorted(known, key=key, reverse=True)[:quotas[name]]
     chosen = sorted(candidates, key=key, reverse=True)[:k]
+    filled = 0
+    if fill_to_k and len(chosen) < k:
+        taken = set(chosen)
+        rest = [i for i in ids if i in cluster_of and i not in taken]
+        extra = sorted(rest, key=key, reverse=True)[:k - len(chosen)]
+        chosen, filled = chosen + extra, len(extra)
     return Selection(
         selected=sorted(chosen, key=id_sort_key), quotas=quotas, cluster_of=cluster_of,
         rule={"k": k, "quota_total": quota_total, "pool_size": pool_size,
-              "truncate_scores": truncate_scores, "candidates": len(candidates)},
+              "truncate_scores": truncate_scores, "candidates": len(candidates),
+              "filled": filled},
         ignored_cluster_ids=ignored,
         unclustered=[i for i in ids if i not in cluster_of])
 

@@ -77,3 +77,15 @@ def test_spectral_clusters_separate_blobs():
     clusters = clusters_from_labels([str(i) for i in range(120)], labels)
     assert sorted(len(v) for v in clusters.values()) == [40, 40, 40]
     assert list(clusters)[0] == str(labels[0])  # order of first appearance, as the original
+
+
+def test_truncated_quotas_are_filled_up_to_k_unless_reproducing():
+    ids = [str(i) for i in range(300)]
+    scores = np.random.default_rng(0).normal(size=300)
+    clusters = {str(c): ids[c * 75:(c + 1) * 75] for c in range(4)}  # quotas 7 each = 28 < 30
+    filled = select_diverse_top_k(ids, scores, clusters, k=30)
+    assert filled.rule["candidates"] == 28 and filled.rule["filled"] == 2
+    assert len(filled.selected) == 30
+    original = select_diverse_top_k(ids, scores, clusters, k=30, truncate_scores=True,
+                                    fill_to_k=False)
+    assert len(original.selected) == 28

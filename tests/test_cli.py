@@ -1,0 +1,121 @@
+"""``igpt4``: instant help, train-selector and select on our own files, demo, bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from conftest import REPO, assert_one_line_error, make_cc_sbu_align, run_cli
+from selector.demo import make_toy_pool, oracle_labels
+
+
+def test_help_is_instant_and_imports_nothing_heavy():
+    code = ("import sys, time; t = time.time(); from selector.cli import build_parser; "
+            "build_parser().format_help(); "
+            "heavy = [m for m in ('torch', 'numpy', 'sklearn', 'open_clip', 'transformers', "
+            "'lavis', 'openai', 'omegaconf') if m in sys.modules]; "
+            "print(heavy, time.time() - t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    heavy, seconds = out.stdout.rsplit(" ", 1)
+    assert heavy == "[]", out.stdout
+    assert float(seconds) < 0.5
+    started = time.time()
+    assert run_cli("--help").returncode == 0
+    assert time.time() - started < 5
+
+
+def _toy_inputs(tmp_path, n=300, subsets=12):
+    pool, quality, bad = make_toy_pool(n, seed=1)
+    pool_path = pool.save(tmp_path / "pool.safetensors")
+    size = n // subsets
+    members = {str(i): pool.ids[i * size:(i + 1) * size] for i in range(subsets)}
+    (tmp_path / "subsets.json").write_text(json.dumps(members))
+    labels = oracle_labels(members, dict(zip(pool.ids, quality.tolist())))
+    (tmp_path / "labels.json").write_text(json.dumps({"labels": labels}))
+    return pool, pool_path
+
+
+def test_train_then_select_on_our_files(tmp_path):
+    pool, pool_path = _toy_inputs(tmp_path)
+    ckpt = tmp_path / "ckpt"
+    result = run_cli("train-selector", "--pool", pool_path, "--subsets", tmp_path / "subsets.json",
+                     "--labels", tmp_path / "labels.json", "--out", ckpt,
+                     "--set", "training.epochs=60")
+    assert result.returncode == 0, result.stderr
+    assert "selector (LOSO)" in result.stderr and "mean clip" in result.stderr
+    report = json.loads((ckpt / "training_report.json").read_text())
+    assert report["subsets"] == 12 and report["training"]["epochs"] == 60
+    assert len(report["cross_validation"]["rows"]) == 6
+    meta = json.loads((ckpt / "selector.json").read_text())
+    assert meta["config"]["context_size"] == 25  # the trained subset size
+
+    captions = make_cc_sbu_align(tmp_path / "cc", {i: f"caption {i}" for i in pool.ids},
+                                 images=False)
+    out = tmp_path / "sel"
+    result = run_cli("select", "--pool", pool_path, "--checkpoint", ckpt, "--num", "30",
+                     "--captions", captions, "--out", out, "--set", "selection.n_clusters=4")
+    assert result.returncode == 0, result.stderr
+    annotations = json.loads((out / "filter_cap.json").read_text())["annotations"]
+    assert len(annotations) == 30 and annotations[0]["caption"].startswith("caption ")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["samples"]) == 300 and len(manifest["quotas"]) == 4
+    assert (out / "selected.txt").read_text().split() == [a["image_id"] for a in annotations]
+
+    clusters = tmp_path / "clusters.json"
+    clusters.write_text(json.dumps({"a": pool.ids[:150], "b": pool.ids[150:]}))
+    result = run_cli("select", "--pool", pool_path, "--checkpoint", ckpt, "--num", "20",
+                     "--clusters", clusters, "--out", tmp_path / "sel2")
+    assert result.returncode == 0, result.stderr
+    assert len((tmp_path / "sel2" / "selected.txt").read_text().split()) == 20
+
+
+def test_baselines_from_the_cli(tmp_path):
+    pool, pool_path = _toy_inputs(tmp_path)
+    result = run_cli("select", "--pool", pool_path, "--baseline", "top:clip", "--num", "10",
+                     "--out", tmp_path / "top")
+    assert result.returncode == 0, result.stderr
+    chosen = (tmp_path / "top" / "selected.txt").read_text().split()
+    best = sorted(pool.ids, key=lambda i: -pool.indicator("clip")[pool.ids.index(i)])[:10]
+    assert sorted(chosen) == sorted(best)
+    result = run_cli("select", "--pool", pool_path, "--baseline", "random", "--num", "10",
+                     "--out", tmp_path / "rnd")
+    assert len((tmp_path / "rnd" / "selected.txt").read_text().split()) == 10
+    assert_one_line_error(run_cli("select", "--pool", pool_path, "--baseline", "top:nope",
+                                  "--out", tmp_path / "x"), "no indicator 'nope'")
+
+
+def test_train_selector_on_the_reference_layout(reference_dir, tmp_path):
+    result = run_cli("train-selector", "--repo", reference_dir, "--out", tmp_path / "ckpt")
+    assert result.returncode == 0, result.stderr
+    assert "warning:" in result.stderr  # 30 noisy labels: the user must see it
+
+
+def test_bad_inputs_are_one_line(tmp_path):
+    pool, pool_path = _toy_inputs(tmp_path)
+    assert_one_line_error(run_cli("select", "--pool", tmp_path / "none.safetensors",
+                                  "--checkpoint", tmp_path, "--out", tmp_path / "o"),
+                          "pool file not found")
+    assert_one_line_error(run_cli("select", "--pool", pool_path, "--checkpoint", tmp_path,
+                                  "--out", tmp_path / "o"), "not a selector checkpoint")
+    assert_one_line_error(run_cli("train-selector", "--pool", pool_path, "--out", tmp_path / "c"),
+                          "needs --pool, --subsets and --labels")
+    assert_one_line_error(run_cli("train-selector", "--pool", pool_path, "--subsets",
+                                  tmp_path / "subsets.json", "--labels", tmp_path / "labels.json",
+                                  "--out", tmp_path / "c", "--set", "model.bogus=1"),
+                          "unknown selector setting(s): bogus")
+    assert_one_line_error(run_cli("select", "--pool", pool_path, "--baseline", "random",
+                                  "--num", "100000", "--out", tmp_path / "o"),
+                          "cannot select 100000 samples")
+
+
+def test_demo_short_run(tmp_path):
+    result = run_cli("demo", "--out", tmp_path / "demo", "--samples", "400")
+    assert result.returncode == 0, result.stderr
+    assert "TOY data" in result.stderr
+    summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
+    assert summary["selected"] == 20 and summary["planted_bad"] > 40
+    assert summary["bad_kept_by_selector"] < summary["bad_kept_by_random"] or \
+        summary["bad_kept_by_random"] == 0
+    assert summary["mean_quality_selected"] > summary["mean_quality_random"]
+    assert "planted bad samples kept" in result.stdout
