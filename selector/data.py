@@ -15,7 +15,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .errors import InputError
 from .jsonio import PathLike, read_json, write_json
@@ -174,6 +174,46 @@ def image_problem(path: Path) -> Optional[str]:
     return None
 
 
+SampleBuilder = Callable[[str, Dict[str, Any]], Tuple[Optional[Sample], str]]
+
+
+def _collect(source: Path, records: List[Any], id_key: str, required: Sequence[str],
+             build: SampleBuilder, skip_invalid: bool, check_images: bool
+             ) -> Tuple[List[Sample], List[Skipped]]:
+    """The checks both formats share (object, keys, id, duplicates, image), around ``build``."""
+    collector = _Collector(source, skip_invalid)
+    samples: List[Sample] = []
+    seen: Dict[str, int] = {}
+    for index, record in enumerate(records):
+        name = _describe(index, id_key, record)
+        if not isinstance(record, dict):
+            collector.problem(name, "is not a JSON object")
+            continue
+        missing = [key for key in required if key not in record]
+        if missing:
+            collector.problem(name, f"missing key {', '.join(repr(k) for k in missing)}")
+            continue
+        sample_id = _safe_id(record[id_key])
+        if sample_id is None:
+            collector.problem(name, f"{id_key} {record[id_key]!r} is not a plain file name "
+                                    "(it would escape the data folder)")
+            continue
+        if sample_id in seen:
+            collector.problem(name, f"duplicate {id_key} (first at sample #{seen[sample_id]})")
+            continue
+        sample, reason = build(sample_id, record)
+        if sample is None:
+            collector.problem(name, reason)
+            continue
+        reason = image_problem(sample.image) if check_images else ""
+        if reason:
+            collector.problem(name, reason)
+            continue
+        seen[sample_id] = index
+        samples.append(sample)
+    return samples, collector.skipped
+
+
 def read_cc_sbu_align(root: PathLike, skip_invalid: bool = False,
                       check_images: bool = True) -> DataPool:
     """Read a cc_sbu_align folder (``filter_cap.json`` + ``image/{image_id}.jpg``)."""
@@ -187,41 +227,19 @@ def read_cc_sbu_align(root: PathLike, skip_invalid: bool = False,
     if not isinstance(document, dict) or not isinstance(document.get("annotations"), list):
         raise InputError(f"{source}: expected {{\"annotations\": [...]}} at the top level")
     image_root = root / "image"
-    collector = _Collector(source, skip_invalid)
-    samples: List[Sample] = []
-    seen: Dict[str, int] = {}
-    for index, record in enumerate(document["annotations"]):
-        name = _describe(index, "image_id", record)
-        if not isinstance(record, dict):
-            collector.problem(name, "is not a JSON object")
-            continue
-        missing = [key for key in ("image_id", "caption") if key not in record]
-        if missing:
-            collector.problem(name, f"missing key {', '.join(repr(k) for k in missing)}")
-            continue
-        sample_id = _safe_id(record["image_id"])
-        if sample_id is None:
-            collector.problem(name, f"image_id {record['image_id']!r} is not a plain file name "
-                                    "(it would escape the data folder)")
-            continue
-        if sample_id in seen:
-            collector.problem(name, f"duplicate image_id (first at sample #{seen[sample_id]})")
-            continue
+
+    def build(sample_id: str, record: Dict[str, Any]) -> Tuple[Optional[Sample], str]:
         caption = record["caption"]
         if not isinstance(caption, str) or not caption.strip():
-            collector.problem(name, "empty caption")
-            continue
+            return None, "empty caption"
         image = _inside(image_root, f"{sample_id}.jpg")
         if image is None:
-            collector.problem(name, "image path escapes the data folder")
-            continue
-        reason = image_problem(image) if check_images else None
-        if reason:
-            collector.problem(name, reason)
-            continue
-        seen[sample_id] = index
-        samples.append(Sample(sample_id, image, (Turn(GPT, caption),), f"{sample_id}.jpg"))
-    return DataPool(CC_SBU_ALIGN, source, image_root, encoding, samples, collector.skipped)
+            return None, "image path escapes the data folder"
+        return Sample(sample_id, image, (Turn(GPT, caption),), f"{sample_id}.jpg"), ""
+
+    samples, skipped = _collect(source, document["annotations"], "image_id",
+                                ("image_id", "caption"), build, skip_invalid, check_images)
+    return DataPool(CC_SBU_ALIGN, source, image_root, encoding, samples, skipped)
 
 
 def _read_turns(record: Dict[str, Any]) -> Tuple[Optional[Tuple[Turn, ...]], str]:
@@ -255,41 +273,20 @@ def read_conversations(path: PathLike, image_root: Optional[PathLike] = None,
     if not isinstance(document, list):
         raise InputError(f"{source}: expected a JSON list of conversation samples")
     root = Path(image_root) if image_root is not None else source.parent
-    collector = _Collector(source, skip_invalid)
-    samples: List[Sample] = []
-    seen: Dict[str, int] = {}
-    for index, record in enumerate(document):
-        name = _describe(index, "id", record)
-        if not isinstance(record, dict):
-            collector.problem(name, "is not a JSON object")
-            continue
-        missing = [key for key in ("id", "image", "conversations") if key not in record]
-        if missing:
-            collector.problem(name, f"missing key {', '.join(repr(k) for k in missing)}")
-            continue
-        sample_id = _safe_id(record["id"])
-        if sample_id is None:
-            collector.problem(name, f"id {record['id']!r} is not a plain identifier")
-            continue
-        if sample_id in seen:
-            collector.problem(name, f"duplicate id (first at sample #{seen[sample_id]})")
-            continue
+
+    def build(sample_id: str, record: Dict[str, Any]) -> Tuple[Optional[Sample], str]:
         turns, reason = _read_turns(record)
         if turns is None:
-            collector.problem(name, reason)
-            continue
+            return None, reason
         image_ref = record["image"]
         image = _inside(root, image_ref) if isinstance(image_ref, str) else None
         if image is None:
-            collector.problem(name, f"image path {image_ref!r} escapes the image folder {root}")
-            continue
-        reason = image_problem(image) if check_images else None
-        if reason:
-            collector.problem(name, reason)
-            continue
-        seen[sample_id] = index
-        samples.append(Sample(sample_id, image, turns, image_ref))
-    return DataPool(CONVERSATIONS, source, root, encoding, samples, collector.skipped)
+            return None, f"image path {image_ref!r} escapes the image folder {root}"
+        return Sample(sample_id, image, turns, image_ref), ""
+
+    samples, skipped = _collect(source, document, "id", ("id", "image", "conversations"), build,
+                                skip_invalid, check_images)
+    return DataPool(CONVERSATIONS, source, root, encoding, samples, skipped)
 
 
 def read_pool(path: PathLike, image_root: Optional[PathLike] = None, skip_invalid: bool = False,

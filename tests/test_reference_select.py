@@ -76,3 +76,19 @@ def test_data_missing_a_selected_sample_is_one_line(reference_dir, tmp_path):
                      "--data", data)
     assert result.returncode == 2 and "is not in the data" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_skip_invalid_data_writes_a_report(reference_dir, tmp_path):
+    captions = {i: f"caption of {i}" for i in ReferenceRepo(reference_dir).captions()}
+    data = make_cc_sbu_align(tmp_path / "cc", captions)
+    unselected = next(i for i in captions if i not in set(expected_selection(reference_dir)))
+    (data / "image" / f"{unselected}.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    stopped = run_cli("reference-select", "--repo", reference_dir, "--out", out, "--data", data)
+    assert stopped.returncode == 2 and f"'{unselected}'" in stopped.stderr
+    result = run_cli("reference-select", "--repo", reference_dir, "--out", out, "--data", data,
+                     "--skip-invalid")
+    assert result.returncode == 0, result.stderr
+    skipped = json.loads((out / "skipped.json").read_text())["skipped"]
+    assert len(skipped) == 1 and "empty (0 bytes)" in skipped[0]["reason"]
+    assert len(read_cc_sbu_align(out).ids) == 200
