@@ -1,0 +1,128 @@
+"""The indicator cache: one embedded SQLite file (WAL) per work dir.
+
+A row per (sample content hash, indicator, settings hash), as HF ``datasets`` fingerprints its
+``map`` results: an unchanged sample with unchanged settings is never recomputed, a changed setting
+recomputes only that indicator, an edited caption or image only that sample. Values are written
+in one transaction per chunk, so a run killed at any moment (even ``kill -9``) keeps every finished
+chunk, duplicates nothing, and a rerun ends with the same table as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from .data import Sample
+from .indicators import Indicator, IndicatorValue
+from .jsonio import PathLike
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS indicator_values (
+    sample_hash   TEXT NOT NULL,
+    indicator     TEXT NOT NULL,
+    settings_hash TEXT NOT NULL,
+    sample_id     TEXT NOT NULL,
+    value         REAL,
+    problem       TEXT,
+    detail        TEXT NOT NULL DEFAULT '{}',
+    created       REAL NOT NULL,
+    PRIMARY KEY (sample_hash, indicator, settings_hash)
+);
+CREATE TABLE IF NOT EXISTS settings (
+    settings_hash TEXT PRIMARY KEY,
+    indicator     TEXT NOT NULL,
+    settings      TEXT NOT NULL
+);
+"""
+
+
+def settings_hash(indicator: str, settings: Dict[str, Any]) -> str:
+    canonical = json.dumps({"indicator": indicator, "settings": settings}, sort_keys=True,
+                           default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def sample_hash(sample: Sample, image_bytes: bool = True) -> str:
+    """Content hash of a sample: its turns and (by default) its image file's bytes."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([[t.role, t.text] for t in sample.turns]).encode("utf-8"))
+    if image_bytes and sample.image.is_file():
+        with open(sample.image, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    else:
+        digest.update(str(sample.image_ref).encode("utf-8"))
+    return digest.hexdigest()[:32]
+
+
+class Store:
+    def __init__(self, work_dir: PathLike) -> None:
+        self.path = Path(work_dir) / "cache.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.connection = sqlite3.connect(str(self.path), timeout=60)
+        self.connection.execute("PRAGMA journal_mode=WAL")
+        self.connection.execute("PRAGMA synchronous=NORMAL")
+        self.connection.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def get(self, indicator: str, settings: str, hashes: Sequence[str]
+            ) -> Dict[str, IndicatorValue]:
+        found: Dict[str, IndicatorValue] = {}
+        for start in range(0, len(hashes), 500):  # SQLite's parameter limit
+            chunk = list(hashes[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self.connection.execute(
+                f"SELECT sample_hash, sample_id, value, problem, detail FROM indicator_values "
+                f"WHERE indicator = ? AND settings_hash = ? AND sample_hash IN ({marks})",
+                [indicator, settings, *chunk])
+            for digest, sample_id, value, problem, detail in rows:
+                found[digest] = IndicatorValue(sample_id, value, problem, json.loads(detail))
+        return found
+
+    def put(self, indicator: str, settings_key: str, settings: Dict[str, Any],
+            rows: Iterable[tuple]) -> None:
+        """Insert ``(sample_hash, IndicatorValue)`` rows in one transaction."""
+        now = time.time()
+        with self.connection:
+            self.connection.execute(
+                "INSERT OR IGNORE INTO settings VALUES (?, ?, ?)",
+                (settings_key, indicator, json.dumps(settings, sort_keys=True, default=str)))
+            self.connection.executemany(
+                "INSERT OR REPLACE INTO indicator_values VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(digest, indicator, settings_key, value.sample_id, value.value, value.problem,
+                  json.dumps(value.detail), now) for digest, value in rows])
+
+    def count(self, indicator: Optional[str] = None) -> int:
+        if indicator is None:
+            return self.connection.execute("SELECT COUNT(*) FROM indicator_values").fetchone()[0]
+        return self.connection.execute("SELECT COUNT(*) FROM indicator_values WHERE indicator = ?",
+                                       (indicator,)).fetchone()[0]
+
+
+def score_cached(store: Store, indicator: Indicator, samples: Sequence[Sample],
+                 chunk_size: int = 256, hashes: Optional[Sequence[str]] = None
+                 ) -> List[IndicatorValue]:
+    """Values for every sample, computing only those missing from the store, chunk by chunk."""
+    settings = indicator.settings()
+    key = settings_hash(indicator.name, settings)
+    hashes = list(hashes) if hashes is not None else [sample_hash(s) for s in samples]
+    cached = store.get(indicator.name, key, hashes)
+    todo = [i for i, digest in enumerate(hashes) if digest not in cached]
+    for start in range(0, len(todo), chunk_size):
+        rows = todo[start:start + chunk_size]
+        values = indicator.score([samples[i] for i in rows])
+        store.put(indicator.name, key, settings, [(hashes[i], v) for i, v in zip(rows, values)])
+        cached.update((hashes[i], v) for i, v in zip(rows, values))
+    return [IndicatorValue(s.id, cached[d].value, cached[d].problem, cached[d].detail)
+            for s, d in zip(samples, hashes)]

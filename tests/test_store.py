@@ -1,0 +1,97 @@
+"""selector.store: reruns compute only what is missing; kill -9 loses nothing finished."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import REPO, make_cc_sbu_align
+from selector.data import read_cc_sbu_align
+from selector.indicators.length import LengthScore
+from selector.store import Store, score_cached
+
+
+class Counting(LengthScore):
+    def __init__(self, **settings):
+        super().__init__(**settings)
+        self.scored = 0
+
+    def score(self, samples):
+        self.scored += len(samples)
+        return super().score(samples)
+
+
+def _pool(tmp_path, n=12):
+    return read_cc_sbu_align(make_cc_sbu_align(tmp_path / "cc", {str(i): "x. " * (i + 1)
+                                                                 for i in range(n)}))
+
+
+def test_rerun_and_changed_settings_and_samples(tmp_path):
+    pool = _pool(tmp_path)
+    with Store(tmp_path / "work") as store:
+        first = Counting()
+        values = score_cached(store, first, pool.samples, chunk_size=5)
+        assert first.scored == 12 and store.count() == 12
+        again = Counting()
+        assert score_cached(store, again, pool.samples) == values and again.scored == 0
+        other = Counting(normaliser=500)
+        score_cached(store, other, pool.samples)
+        assert other.scored == 12 and store.count("length") == 24
+    (tmp_path / "cc" / "filter_cap.json").write_text(json.dumps({"annotations": [
+        {"image_id": str(i), "caption": "changed" if i == 3 else "x. " * (i + 1)}
+        for i in range(12)]}))
+    edited = read_cc_sbu_align(tmp_path / "cc")
+    with Store(tmp_path / "work") as store:
+        counting = Counting()
+        values = score_cached(store, counting, edited.samples)
+        assert counting.scored == 1 and values[3].value == 10 * 7 / 1009
+
+
+SCRIPT = """
+import json, sys, time
+from selector.data import read_cc_sbu_align
+from selector.indicators.length import LengthScore
+from selector.store import Store, score_cached
+
+class Slow(LengthScore):
+    def score(self, samples):
+        time.sleep(float(sys.argv[3]))
+        return super().score(samples)
+
+pool = read_cc_sbu_align(sys.argv[1])
+with Store(sys.argv[2]) as store:
+    values = score_cached(store, Slow(), pool.samples, chunk_size=5)
+    print(json.dumps([[v.sample_id, v.value] for v in values]), store.count())
+"""
+
+
+def test_sigkill_mid_run_then_rerun(tmp_path):
+    pool = _pool(tmp_path, n=40)
+    script = tmp_path / "score.py"
+    script.write_text(SCRIPT)
+
+    def run(work, delay, wait=True):
+        command = [sys.executable, str(script), str(tmp_path / "cc"), str(work), str(delay)]
+        if wait:
+            return subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=True)
+        return subprocess.Popen(command, cwd=REPO)
+
+    reference = run(tmp_path / "clean", 0).stdout
+    process = run(tmp_path / "killed", 0.3, wait=False)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        time.sleep(0.1)
+        if (tmp_path / "killed" / "cache.sqlite").exists():
+            with Store(tmp_path / "killed") as store:
+                if store.count() >= 10:
+                    break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    with Store(tmp_path / "killed") as store:
+        kept = store.count()
+    assert 10 <= kept < 40 and kept % 5 == 0
+    resumed = run(tmp_path / "killed", 0).stdout
+    assert resumed == reference and resumed.split()[-1] == "40"
+    assert len(pool) == 40
