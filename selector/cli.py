@@ -68,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_out(p)
     _add_settings(p)
 
+    p = commands.add_parser("score", help="compute indicators for every sample (cached, "
+                            "resumable) and export a flat table")
+    p.add_argument("--data", required=True, help="cc_sbu_align folder or conversation JSON")
+    p.add_argument("--image-root", help="image folder of conversation JSON")
+    p.add_argument("--work", default="work", help="work dir holding the cache (cache.sqlite)")
+    p.add_argument("--indicators", default="length,clip", help="comma-separated names")
+    p.add_argument("--out", required=True, help="table to write (.jsonl or .csv)")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="skip invalid samples (report in WORK/skipped.json)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 2 when any sample has no value for an indicator")
+    _add_settings(p, "indicators/default.yaml")
+
     p = commands.add_parser("validate", help="check a data set (cc_sbu_align folder or "
                             "conversation JSON) and report invalid samples")
     p.add_argument("data", help="cc_sbu_align folder, or LLaVA-style conversation JSON")
@@ -115,6 +128,14 @@ def _run(args: argparse.Namespace) -> int:
                                    args.clusters, args.baseline, args.data, args.captions,
                                    image_mode, args.skip_invalid)
         commands.log(f"selected {len(selected)} samples -> {args.out}")
+    elif args.command == "score":
+        from .settings import load_settings
+
+        settings = load_settings(args.config, args.overrides, base="indicators/default.yaml")
+        names = [n.strip() for n in args.indicators.split(",") if n.strip()]
+        problems = commands.score(args.data, args.work, args.out, names, settings,
+                                  args.image_root, args.skip_invalid)
+        return EXIT_BAD_INPUT if args.strict and any(problems.values()) else 0
     elif args.command == "validate":
         from .data import read_pool
 

@@ -226,3 +226,64 @@ def select(out: PathLike, settings: Dict[str, Any], pool_path: PathLike,
                     data_dir=data_dir, image_mode=image_mode, skip_invalid=skip_invalid,
                     details=details)
     return selected
+
+
+def score(data: PathLike, work: PathLike, out: PathLike, names: List[str],
+          settings: Dict[str, Any], image_root: Optional[PathLike] = None,
+          skip_invalid: bool = False) -> Dict[str, int]:
+    """Compute the named indicators for every sample (cached in WORK/cache.sqlite) and export a
+    flat table (``.jsonl`` or ``.csv``). Returns the number of samples without a value, by name."""
+    from .data import read_pool
+    from .indicators import create
+    from .store import Store, sample_hash, score_cached
+
+    # images are checked by the indicators that read them: a bad image is recorded for that
+    # sample and the run goes on; structural problems (JSON, ids, empty text) stop or are skipped
+    pool = read_pool(data, image_root, skip_invalid=skip_invalid, check_images=False)
+    if pool.skipped:
+        pool.write_skip_report(Path(work) / "skipped.json")
+        log(f"skipped {len(pool.skipped)} invalid samples (report: {Path(work) / 'skipped.json'})")
+    configured = settings.get("indicators", {})
+    columns: Dict[str, List[Any]] = {}
+    problems: Dict[str, int] = {}
+    with Store(work) as store:
+        hashes = [sample_hash(s) for s in pool.samples]
+        for name in names:
+            indicator = create(name, **configured.get(name, {}))
+            values = score_cached(store, indicator, pool.samples, int(settings["chunk_size"]),
+                                  hashes)
+            columns[name] = values
+            problems[name] = sum(v.problem is not None for v in values)
+    rows = []
+    for i, sample in enumerate(pool.samples):
+        row: Dict[str, Any] = {"id": sample.id}
+        for name in names:
+            row[name] = columns[name][i].value
+            row[f"{name}_problem"] = columns[name][i].problem
+        rows.append(row)
+    _export(out, rows)
+    for name in names:
+        for value in columns[name]:
+            if value.problem:
+                log(f"{pool.source}: sample {value.sample_id!r}: {name}: {value.problem}")
+    log(f"scored {len(rows)} samples -> {out}; without a value: "
+        + ", ".join(f"{name} {count}" for name, count in problems.items()))
+    return problems
+
+
+def _export(out: PathLike, rows: List[Dict[str, Any]]) -> None:
+    import csv
+    import json
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".csv":
+        with open(out, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["id"])
+            writer.writeheader()
+            writer.writerows(rows)
+    elif out.suffix == ".jsonl":
+        with open(out, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    else:
+        raise InputError(f"{out}: export format must be .jsonl or .csv")

@@ -119,3 +119,30 @@ def test_demo_short_run(tmp_path):
         summary["bad_kept_by_random"] == 0
     assert summary["mean_quality_selected"] > summary["mean_quality_random"]
     assert "planted bad samples kept" in result.stdout
+
+
+def test_score_exports_and_reruns_from_the_cache(tmp_path):
+    data = make_cc_sbu_align(tmp_path / "cc", {"2": "A cat. On a mat.", "3": "A dog."})
+    (data / "image" / "3.jpg").write_bytes(b"\xff\xd8 broken")
+    config = tmp_path / "igpt4-tiny.json"  # open_clip names a registered config by its stem
+    config.write_text(json.dumps({
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "head_width": 8,
+                       "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2,
+                     "layers": 1}}))
+    common = ["--data", data, "--work", tmp_path / "work",
+              "--set", "indicators.clip.model=igpt4-tiny", "--set", "indicators.clip.pretrained=null",
+              "--set", f"indicators.clip.model_config={config}",
+              "--set", "indicators.clip.num_workers=0"]
+    result = run_cli("score", *common, "--out", tmp_path / "t.jsonl")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["2", "3"]
+    assert rows[0]["length"] == 10 * 16 / 1009 and rows[0]["clip"] is not None
+    assert rows[1]["clip"] is None and "image unreadable" in rows[1]["clip_problem"]
+    assert "sample '3': clip: image unreadable" in result.stderr
+    assert run_cli("score", *common, "--out", tmp_path / "t.jsonl", "--strict").returncode == 2
+    csv_out = run_cli("score", *common, "--indicators", "length", "--out", tmp_path / "t.csv")
+    assert csv_out.returncode == 0, csv_out.stderr
+    assert (tmp_path / "t.csv").read_text().startswith("id,length,length_problem")
