@@ -102,7 +102,7 @@ def reference_select(repo: PathLike, out: PathLike, data_dir: Optional[PathLike]
     return selection.selected
 
 
-def load_training_data(settings: Dict[str, Any], pool_path: Optional[PathLike],
+def load_training_data(pool_path: Optional[PathLike],
                        subsets_path: Optional[PathLike], labels_path: Optional[PathLike],
                        repo: Optional[PathLike]):
     """(SubsetData, image_dim, text_dim, indicator_names) from our files or the original layout."""
@@ -133,7 +133,7 @@ def train_selector(out: PathLike, settings: Dict[str, Any], pool: Optional[PathL
     from .model import SelectorConfig, save_checkpoint
     from .training import TrainConfig, cross_validate, fit, training_metadata
 
-    data, image_dim, text_dim, names = load_training_data(settings, pool, subsets, labels, repo)
+    data, image_dim, text_dim, names = load_training_data(pool, subsets, labels, repo)
     model_settings = dict(settings["model"])
     if model_settings.get("mode", "default") == "default" and "context_size" in model_settings:
         model_settings["context_size"] = int(data.mask.sum(axis=1).max())

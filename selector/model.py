@@ -18,7 +18,6 @@ Our own checkpoints are a folder with ``selector.safetensors`` and ``selector.js
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -249,13 +248,6 @@ def load_checkpoint(path: PathLike) -> SelectorNet:
     model = SelectorNet(SelectorConfig.from_dict(document["config"]))
     model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
     return model.eval()
-
-
-def checkpoint_metadata(path: PathLike) -> Dict[str, Any]:
-    path = Path(path)
-    if (path / CONFIG_FILE).is_file():
-        return json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-    return {"config": {"mode": "reference"}, "metadata": {"source": str(path)}}
 
 
 def check_pool_fits(model: SelectorNet, image_dim: int, text_dim: int,

@@ -13,7 +13,7 @@ from typing import Dict, List
 import numpy as np
 
 from .errors import InputError
-from .jsonio import PathLike, read_json
+from .jsonio import read_json
 from .model import REFERENCE_INDICATORS
 from .pool import FeaturePool, read_labels, read_subsets
 
