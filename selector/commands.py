@@ -44,7 +44,8 @@ def write_selection(out: PathLike, ids: List[str], scores: np.ndarray, selected:
             pool.write_skip_report(out / "skipped.json")
             log(f"skipped {len(pool.skipped)} invalid samples of {data_dir} "
                 f"(report: {out / 'skipped.json'})")
-        missing = [i for i in selected if i not in set(pool.ids)]
+        known = set(pool.ids)
+        missing = [i for i in selected if i not in known]
         if missing:
             raise InputError(f"{pool.source}: selected sample {missing[0]!r} is not in the data "
                              f"({len(missing)} missing)")
