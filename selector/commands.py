@@ -179,25 +179,23 @@ def select(out: PathLike, settings: Dict[str, Any], pool_path: PathLike,
     if k > len(pool):
         raise InputError(f"{pool_path}: cannot select {k} samples from a pool of {len(pool)}")
     details: Dict[str, Any] = {}
-    truncate = False
-    if baseline is None:
+    cluster_of: Optional[Dict[str, str]] = None
+    if baseline == "random":
+        scores = np.zeros(len(pool))
+        selected = random_k(pool.ids, k, int(chosen_settings.get("cluster_seed", 0)))
+    elif baseline is not None and baseline.startswith("top:"):
+        scores = pool.indicator(baseline[4:]).astype(np.float64)
+        selected = top_k_by(pool.ids, scores, k)
+    elif baseline is not None:
+        raise InputError(f"unknown baseline {baseline!r} (random, or top:<indicator>)")
+    else:
         if checkpoint is None:
             raise InputError("select needs --checkpoint (or --baseline)")
         model = load_checkpoint(checkpoint)
         check_pool_fits(model, pool.image.shape[1], pool.text.shape[1], pool.indicator_names,
                         str(pool_path))
         scores = score_features(model, pool.features, progress=True)
-        truncate = model.config.mode == "reference"
-    elif baseline == "random":
-        scores = np.zeros(len(pool))
-        selected = random_k(pool.ids, k, int(chosen_settings.get("cluster_seed", 0)))
-    elif baseline.startswith("top:"):
-        scores = pool.indicator(baseline[4:]).astype(np.float64)
-        selected = top_k_by(pool.ids, scores, k)
-    else:
-        raise InputError(f"unknown baseline {baseline!r} (random, or top:<indicator>)")
-    cluster_of = None
-    if baseline is None:
+        truncate = model.config.mode == "reference"  # the original rule, unfilled
         if clusters_path is not None:
             clusters = read_subsets(clusters_path)
         else:
