@@ -73,12 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="cc_sbu_align folder or conversation JSON")
     p.add_argument("--image-root", help="image folder of conversation JSON")
     p.add_argument("--work", default="work", help="work dir holding the cache (cache.sqlite)")
-    p.add_argument("--indicators", default="length,clip", help="comma-separated names")
-    p.add_argument("--out", required=True, help="table to write (.jsonl or .csv)")
+    p.add_argument("--indicators", default="clip,reward,length,gpt",
+                   help="comma-separated names (default: the paper's four)")
+    p.add_argument("--out", help="flat table to write (.jsonl, .csv or .parquet)")
+    p.add_argument("--pool-out", help="also compute image/text embeddings and write the "
+                   "selector's pool file (.safetensors: PCA features + indicators)")
+    p.add_argument("--pca-from", help="reuse the PCA saved in this pool file instead of fitting "
+                   "one (score a subset or new samples in the same feature space)")
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip invalid samples (report in WORK/skipped.json)")
-    p.add_argument("--strict", action="store_true",
-                   help="exit 2 when any sample has no value for an indicator")
+    p.add_argument("--dry-run", action="store_true", help="show what would be computed and the "
+                   "estimated GPT cost; compute and send nothing")
+    p.add_argument("--strict", action="store_true", help="exit 2 when any sample has no value "
+                   "for an indicator or an embedding")
     _add_settings(p, "indicators/default.yaml")
 
     p = commands.add_parser("validate", help="check a data set (cc_sbu_align folder or "
@@ -129,13 +136,16 @@ def _run(args: argparse.Namespace) -> int:
                                    image_mode, args.skip_invalid)
         commands.log(f"selected {len(selected)} samples -> {args.out}")
     elif args.command == "score":
+        from .scoring import score
         from .settings import load_settings
 
         settings = load_settings(args.config, args.overrides, base="indicators/default.yaml")
         names = [n.strip() for n in args.indicators.split(",") if n.strip()]
-        problems = commands.score(args.data, args.work, args.out, names, settings,
-                                  args.image_root, args.skip_invalid)
-        return EXIT_BAD_INPUT if args.strict and any(problems.values()) else 0
+        if not (args.out or args.pool_out or args.dry_run):
+            raise InputError("score needs --out (a table) and/or --pool-out (the pool file)")
+        summary = score(args.data, args.work, args.out, names, settings, args.image_root,
+                        args.skip_invalid, args.pool_out, args.pca_from, args.dry_run)
+        return EXIT_BAD_INPUT if args.strict and not summary.complete else 0
     elif args.command == "validate":
         from .data import read_pool
 

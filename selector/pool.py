@@ -6,6 +6,8 @@ File formats (documented in the README, written by ``igpt4 score`` and the refer
   ``indicators`` [N, k] (float32, rows in the order of ``ids``); metadata ``format`` =
   ``igpt4-pool/1``, ``ids`` (JSON list of sample ids) and ``indicator_names`` (JSON list, e.g.
   ``["clip", "reward", "length", "gpt"]``). Raw indicator values: any scaling is the model's job.
+  ``igpt4 score`` also saves the pool-wide PCAs (tensors ``pca.image.*`` and ``pca.text.*``: mean,
+  components, explained_variance_ratio) and, in metadata ``info``, the settings that made them.
 * **subsets file** (JSON): ``{subset_name: [sample ids]}`` (the layout of the original
   ``cluster/kmeans++/modified.json``).
 * **labels file** (JSON): ``{"labels": {subset_name: value}}``, or a plain ``{subset_name: value}``,
@@ -14,9 +16,9 @@ File formats (documented in the README, written by ``igpt4 score`` and the refer
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -35,6 +37,8 @@ class FeaturePool:
     text: np.ndarray
     indicators: np.ndarray
     indicator_names: List[str]
+    extra: Dict[str, np.ndarray] = field(default_factory=dict)  # e.g. the saved PCAs
+    info: Dict[str, Any] = field(default_factory=dict)  # how the features were made
 
     def __post_init__(self) -> None:
         self.image = np.asarray(self.image, dtype=np.float32)
@@ -72,7 +76,7 @@ class FeaturePool:
     def take(self, ids: Sequence[str]) -> "FeaturePool":
         rows = self.positions(ids)
         return FeaturePool(list(ids), self.image[rows], self.text[rows], self.indicators[rows],
-                           list(self.indicator_names))
+                           list(self.indicator_names), dict(self.extra), dict(self.info))
 
     def check_finite(self, source: str = "pool") -> None:
         bad = ~np.isfinite(self.features).all(axis=1)
@@ -87,9 +91,14 @@ class FeaturePool:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        save_file({"image": self.image, "text": self.text, "indicators": self.indicators}, str(tmp),
+        tensors = {**self.extra, "image": self.image, "text": self.text,
+                   "indicators": self.indicators}
+        # safetensors writes the raw buffer: a strided view (e.g. sklearn's components_) must be
+        # made contiguous first or it is saved scrambled
+        save_file({name: np.ascontiguousarray(array) for name, array in tensors.items()}, str(tmp),
                   metadata={"format": POOL_FORMAT, "ids": json.dumps(self.ids),
-                            "indicator_names": json.dumps(self.indicator_names)})
+                            "indicator_names": json.dumps(self.indicator_names),
+                            "info": json.dumps(self.info, default=str)})
         tmp.replace(path)
         return path
 
@@ -106,16 +115,18 @@ class FeaturePool:
                 if metadata.get("format") != POOL_FORMAT:
                     raise InputError(f"{path}: not an {POOL_FORMAT} pool file "
                                      f"(format {metadata.get('format')!r})")
-                arrays = {name: handle.get_tensor(name) for name in ("image", "text", "indicators")}
+                arrays = {name: handle.get_tensor(name) for name in handle.keys()}
         except SafetensorError as exc:
             raise InputError(f"{path}: not a safetensors file ({exc})") from None
-        except KeyError as exc:
-            raise InputError(f"{path}: pool file lacks tensor {exc}") from None
+        lacking = [name for name in ("image", "text", "indicators") if name not in arrays]
+        if lacking:
+            raise InputError(f"{path}: pool file lacks tensor {lacking[0]!r}")
         ids = json.loads(metadata["ids"])
         if len(set(ids)) != len(ids):
             raise InputError(f"{path}: duplicate sample ids in the pool")
-        pool = cls(ids, arrays["image"], arrays["text"], arrays["indicators"],
-                   json.loads(metadata["indicator_names"]))
+        main = [arrays.pop(name) for name in ("image", "text", "indicators")]
+        pool = cls(ids, *main, json.loads(metadata["indicator_names"]), arrays,
+                   json.loads(metadata.get("info", "{}")))
         pool.check_finite(str(path))
         return pool
 

@@ -10,6 +10,10 @@ from typing import Dict, List, Optional
 
 import pytest
 
+# the tests are offline by design: never wait on hub connections (subprocesses inherit this)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = Path(os.environ.get("IGPT4_REFERENCE",
                                 REPO.parent / "shared" / "reference" / "instructiongpt4"))

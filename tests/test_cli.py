@@ -131,7 +131,7 @@ def test_score_exports_and_reruns_from_the_cache(tmp_path):
                        "patch_size": 16},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2,
                      "layers": 1}}))
-    common = ["--data", data, "--work", tmp_path / "work",
+    common = ["--data", data, "--work", tmp_path / "work", "--indicators", "length,clip",
               "--set", "indicators.clip.model=igpt4-tiny", "--set", "indicators.clip.pretrained=null",
               "--set", f"indicators.clip.model_config={config}",
               "--set", "indicators.clip.num_workers=0"]
@@ -143,6 +143,6 @@ def test_score_exports_and_reruns_from_the_cache(tmp_path):
     assert rows[1]["clip"] is None and "image unreadable" in rows[1]["clip_problem"]
     assert "sample '3': clip: image unreadable" in result.stderr
     assert run_cli("score", *common, "--out", tmp_path / "t.jsonl", "--strict").returncode == 2
-    csv_out = run_cli("score", *common, "--indicators", "length", "--out", tmp_path / "t.csv")
+    csv_out = run_cli("score", *common[:4], "--indicators", "length", "--out", tmp_path / "t.csv")
     assert csv_out.returncode == 0, csv_out.stderr
     assert (tmp_path / "t.csv").read_text().startswith("id,length,length_problem")

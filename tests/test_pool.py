@@ -62,3 +62,16 @@ def test_subsets_must_be_disjoint_and_labelled(tmp_path):
     assert names == ["0", "1", "3"] and list(labels) == [1.0, 2.0, 3.0]
     with pytest.raises(InputError, match="subset '9'"):
         match_labels(subsets, {"0": 1.0, "1": 2.0, "9": 3.0})
+
+
+def test_strided_arrays_round_trip_through_the_pool_file(tmp_path):
+    """safetensors writes raw buffers: a transposed view must not come back scrambled."""
+    rng = np.random.default_rng(0)
+    strided = rng.normal(size=(32, 3)).astype(np.float32).T
+    assert not strided.flags["C_CONTIGUOUS"]
+    pool = FeaturePool(["a", "b"], strided[:2, :4].T[:2], np.zeros((2, 2)), np.zeros((2, 1)),
+                       ["x"], {"pca.image.components": strided})
+    pool.save(tmp_path / "p.safetensors")
+    loaded = FeaturePool.load(tmp_path / "p.safetensors")
+    np.testing.assert_array_equal(loaded.extra["pca.image.components"], strided)
+    np.testing.assert_array_equal(loaded.image, pool.image)

@@ -7,7 +7,9 @@ answer, a NaN output). A bad sample never stops the others.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..data import Sample
@@ -23,9 +25,17 @@ class IndicatorValue:
 
 
 class Indicator:
-    """Base class: subclasses set ``name`` and implement ``settings`` and ``score``."""
+    """Base class: subclasses set ``name`` and implement ``settings`` and ``score``.
+
+    ``settings()`` must hold everything that changes the values and nothing secret (it is hashed
+    into cache keys and stored in the cache). ``chunk_size``, when set, overrides the run's chunk
+    size (samples per ``score`` call and per cache transaction): the GPT Batch API path wants one
+    large batch, not many small ones.
+    """
 
     name: str = ""
+    chunk_size: Optional[int] = None
+    progress: bool = True  # show a progress bar (off on all but the main rank)
 
     def settings(self) -> Dict[str, Any]:
         raise NotImplementedError
@@ -33,7 +43,15 @@ class Indicator:
     def score(self, samples: Sequence[Sample]) -> List[IndicatorValue]:
         raise NotImplementedError
 
+    def bind(self, work_dir: Path) -> None:
+        """Where the run keeps its state (e.g. submitted batch jobs); most indicators need none."""
 
+    def estimate(self, samples: Sequence[Sample]) -> Dict[str, Any]:
+        """What scoring ``samples`` would cost (``igpt4 score --dry-run``); free by default."""
+        return {}
+
+
+INDICATOR_MODULES = ("clip", "reward", "length", "gpt")
 _REGISTRY: Dict[str, Callable[..., Indicator]] = {}
 
 
@@ -47,10 +65,11 @@ def register(name: str) -> Callable[[type], type]:
 
 def create(name: str, **settings: Any) -> Indicator:
     """An indicator by its registry name (``clip``, ``length``, ...) with its settings."""
-    from . import clip, length  # noqa: F401  (registration)
-
+    if name in INDICATOR_MODULES:  # each lives in the module of its name; import only that one
+        importlib.import_module(f"{__name__}.{name}")
     if name not in _REGISTRY:
-        raise InputError(f"unknown indicator {name!r} (known: {', '.join(sorted(_REGISTRY))})")
+        known = sorted(set(INDICATOR_MODULES) | set(_REGISTRY))
+        raise InputError(f"unknown indicator {name!r} (known: {', '.join(known)})")
     try:
         return _REGISTRY[name](**settings)
     except TypeError as exc:

@@ -12,10 +12,12 @@ DataLoader workers and scored in batches; fp16/bf16 on CUDA, fp32 on CPU.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..data import Sample
 from . import Indicator, IndicatorValue, register
+from .devices import load_failure, precision_for, resolve_device
 
 
 def sentences(text: str, limit: int = 10) -> List[str]:
@@ -41,6 +43,35 @@ class _ImageDataset:
                 return index, self.preprocess(image.convert("RGB")), ""
         except Exception as exc:  # any decoding failure is recorded per sample
             return index, torch.zeros(0), f"image unreadable ({type(exc).__name__})"
+
+
+@functools.lru_cache(maxsize=2)
+def load_open_clip(model: str, pretrained: Optional[str], model_config: Optional[str],
+                   device: str, precision: str) -> Tuple[Any, Any, Any]:
+    """(model in eval mode, eval preprocess, tokenizer) for an open_clip name + pretrained tag or
+    local checkpoint path; ``model_config`` registers a custom architecture JSON first."""
+    from ..compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()
+    import open_clip
+
+    if model_config:
+        open_clip.add_model_config(model_config)
+    try:
+        network, _, preprocess = open_clip.create_model_and_transforms(
+            model, pretrained=pretrained, device=device, precision=precision)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise load_failure("open_clip model", f"{model}/{pretrained}", exc) from None
+    network.eval()
+    return network, preprocess, open_clip.get_tokenizer(model)
+
+
+def image_batches(samples: Sequence[Sample], preprocess, batch_size: int, num_workers: int):
+    """Batches of (index, pixels, problem) decoded by DataLoader workers."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(_ImageDataset(samples, preprocess), batch_size=batch_size,
+                      num_workers=num_workers, collate_fn=_collate)
 
 
 def _collate(batch):
@@ -69,34 +100,21 @@ class ClipScore(Indicator):
                 "model_config": self.model_config, "max_sentences": self.max_sentences}
 
     def load(self):
-        """(model, preprocess, tokenizer), created once."""
+        """(model, preprocess, tokenizer), created once per process and shared with the image
+        embedder when it names the same model."""
         if self._loaded is None:
-            import torch
-
-            from ..compat import ensure_torchvision_importable
-
-            ensure_torchvision_importable()
-            import open_clip
-
-            if self.model_config:
-                open_clip.add_model_config(self.model_config)
-            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            precision = self.precision or ("fp16" if device.startswith("cuda") else "fp32")
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                self.model_name, pretrained=self.pretrained, device=device, precision=precision)
-            model.eval()
-            self._loaded = (model, preprocess, open_clip.get_tokenizer(self.model_name))
+            device = resolve_device(self.device)
+            self._loaded = load_open_clip(self.model_name, self.pretrained, self.model_config,
+                                          device, precision_for(device, self.precision))
         return self._loaded
 
     def score(self, samples: Sequence[Sample]) -> List[IndicatorValue]:
         import torch
-        from torch.utils.data import DataLoader
         from tqdm.auto import tqdm
 
         model, preprocess, tokenizer = self.load()
         device = next(model.parameters()).device
-        loader = DataLoader(_ImageDataset(samples, preprocess), batch_size=self.batch_size,
-                            num_workers=self.num_workers, collate_fn=_collate)
+        loader = image_batches(samples, preprocess, self.batch_size, self.num_workers)
         results: List[Optional[IndicatorValue]] = [None] * len(samples)
         with torch.no_grad(), tqdm(total=len(samples), desc="clip score", unit="sample",
                                    disable=not self.progress) as bar:
