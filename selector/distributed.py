@@ -10,7 +10,7 @@ rank's own GPU the current CUDA device, so models loaded on "cuda" land on it. W
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional, Sequence, TypeVar
+from typing import Any, Callable, List, Optional, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -41,6 +41,15 @@ class Ranks:
             return list(items)
         with self.state.split_between_processes(list(items)) as part:
             return list(part)
+
+    def read_together(self, read: Callable[[], T]) -> T:
+        """``read()`` on every rank at the same moment: after all earlier writes (a barrier) and
+        before any rank writes again (a second barrier), so all ranks see the same state and
+        split the same to-do list."""
+        self.wait()
+        result = read()
+        self.wait()
+        return result
 
     def wait(self) -> None:
         if self.state is not None:

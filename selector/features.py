@@ -221,8 +221,8 @@ def embed_cached(store, embedder: Embedder, samples: Sequence[Sample], hashes: S
 
     settings = embedder.settings()
     key = settings_hash(f"embedding:{embedder.kind}", settings)
-    found = store.get_arrays(embedder.kind, key, hashes)
     ranks = ranks or Ranks(launched=False)
+    found = ranks.read_together(lambda: store.get_arrays(embedder.kind, key, hashes))
     todo = ranks.mine([i for i, digest in enumerate(hashes) if digest not in found])
     for start in range(0, len(todo), chunk_size):
         rows = todo[start:start + chunk_size]

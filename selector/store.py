@@ -191,8 +191,8 @@ def score_cached(store: Store, indicator: Indicator, samples: Sequence[Sample],
     settings = indicator.settings()
     key = settings_hash(indicator.name, settings)
     hashes = list(hashes) if hashes is not None else [sample_hash(s) for s in samples]
-    cached = store.get(indicator.name, key, hashes)
     ranks = ranks or Ranks(launched=False)
+    cached = ranks.read_together(lambda: store.get(indicator.name, key, hashes))
     todo = ranks.mine([i for i, digest in enumerate(hashes) if digest not in cached])
     chunk_size = indicator.chunk_size or chunk_size
     for start in range(0, len(todo), chunk_size):

@@ -81,3 +81,24 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_files(tmp_path_factory):
+    """(config JSON, checkpoint) of a tiny open_clip model; skips when open_clip is absent."""
+    import importlib.util
+
+    if importlib.util.find_spec("open_clip") is None:
+        pytest.skip("open_clip is not installed (make test installs it)")
+    from tiny_models import tiny_clip
+
+    return tiny_clip(tmp_path_factory.mktemp("tiny-clip"), "igpt4-feat-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    pytest.importorskip("transformers", reason="transformers is not installed (make test "
+                        "installs it)")
+    from tiny_models import tiny_llama
+
+    return tiny_llama(tmp_path_factory.mktemp("tiny-llama"))

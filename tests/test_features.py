@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,11 +15,6 @@ from selector.store import Store, sample_hash
 
 pytest.importorskip("transformers", reason="transformers is not installed (make test installs it)")
 
-TINY_CLIP = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "head_width": 8, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
-}
 CAPTIONS = {str(i): f"a {c} square next to {n} circles. the background is white"
             for i, (c, n) in enumerate([("red", "two"), ("blue", "three"), ("green", "a dog and"),
                                         ("yellow", "four"), ("red", "a cat with"),
@@ -28,35 +22,19 @@ CAPTIONS = {str(i): f"a {c} square next to {n} circles. the background is white"
                                         ("green", "nine")])}
 
 
-@pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory) -> Path:
-    from tiny_models import tiny_llama
-
-    return tiny_llama(tmp_path_factory.mktemp("llama"))
+@pytest.fixture
+def llama_dir(tiny_llama_dir):
+    return tiny_llama_dir
 
 
-@pytest.fixture(scope="module")
-def clip_config(tmp_path_factory) -> Path:
-    if importlib.util.find_spec("open_clip") is None:
-        pytest.skip("open_clip is not installed (make test installs it)")
-    path = tmp_path_factory.mktemp("clipcfg") / "igpt4-feat-clip.json"
-    path.write_text(json.dumps(TINY_CLIP))
-    return path
+@pytest.fixture
+def clip_config(tiny_clip_files):
+    return tiny_clip_files[0]
 
 
-@pytest.fixture(scope="module")
-def clip_checkpoint(clip_config) -> Path:
-    """The tiny model's random weights saved as a local checkpoint, so every process loads the
-    same model (``pretrained=<path>``, open_clip's local-checkpoint path)."""
-    import torch
-
-    from selector.indicators.clip import load_open_clip
-
-    torch.manual_seed(0)
-    model = load_open_clip("igpt4-feat-clip", None, str(clip_config), "cpu", "fp32")[0]
-    path = clip_config.with_name("tiny-clip.pt")
-    torch.save(model.state_dict(), path)
-    return path
+@pytest.fixture
+def clip_checkpoint(tiny_clip_files):
+    return tiny_clip_files[1]
 
 
 @pytest.fixture
@@ -172,18 +150,11 @@ def test_score_writes_a_pool_file_that_trains_and_reuses_its_pca(llama_dir, clip
 
     data = make_cc_sbu_align(tmp_path / "cc", CAPTIONS)
     (data / "image" / "5.jpg").write_bytes(b"broken")
+    from tiny_models import tiny_score_settings
+
     common = ["--work", tmp_path / "work", "--indicators", "clip,length",
               "--set", "pool.indicators=[clip,length]",
-              "--set", "indicators.clip.model=igpt4-feat-clip",
-              "--set", f"indicators.clip.pretrained={clip_checkpoint}",
-              "--set", f"indicators.clip.model_config={clip_config}",
-              "--set", "indicators.clip.num_workers=0",
-              "--set", "features.image.model=igpt4-feat-clip",
-              "--set", f"features.image.pretrained={clip_checkpoint}",
-              "--set", f"features.image.model_config={clip_config}",
-              "--set", "features.image.num_workers=0",
-              "--set", f"features.text.model={llama_dir}",
-              "--set", "features.pca_components=3"]
+              *tiny_score_settings(clip_config, clip_checkpoint, llama_dir)]
     result = run_cli("score", "--data", data, *common, "--pool-out", tmp_path / "pool.safetensors",
                      "--out", tmp_path / "table.parquet")
     assert result.returncode == 0, result.stderr

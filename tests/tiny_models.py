@@ -70,3 +70,41 @@ def tiny_llama(folder: Path, seed: int = 0) -> Path:
                          eos_token_id=5)
     LlamaForCausalLM(config).eval().save_pretrained(folder)
     return folder
+
+
+TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "head_width": 8, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+}
+
+
+def tiny_clip(folder: Path, name: str = "igpt4-tiny-clip", seed: int = 0):
+    """(architecture JSON, checkpoint) of a tiny open_clip model with open_clip's bundled BPE
+    tokenizer. open_clip registers the JSON under its file stem; the saved random weights make
+    every process load the same model (``pretrained=<checkpoint path>``)."""
+    import json
+
+    import torch
+
+    from selector.indicators.clip import load_open_clip
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / f"{name}.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    torch.manual_seed(seed)
+    model = load_open_clip(name, None, str(config), "cpu", "fp32")[0]
+    checkpoint = folder / f"{name}.pt"
+    torch.save(model.state_dict(), checkpoint)
+    return config, checkpoint
+
+
+def tiny_score_settings(config: Path, checkpoint: Path, llama: Path, pca: int = 3):
+    """``--set`` options pointing ``igpt4 score`` at the tiny models (no downloads)."""
+    name = config.stem
+    options = []
+    for block in ("indicators.clip", "features.image"):
+        options += [f"{block}.model={name}", f"{block}.pretrained={checkpoint}",
+                    f"{block}.model_config={config}", f"{block}.num_workers=0"]
+    options += [f"features.text.model={llama}", f"features.pca_components={pca}"]
+    return [part for option in options for part in ("--set", option)]

@@ -33,7 +33,7 @@ def torch_dtype(device: str, precision: Optional[str] = None) -> Any:
             "bf16": torch.bfloat16}[precision_for(device, precision)]
 
 
-def load_failure(what: str, name: Any, exc: BaseException) -> "InputError":
+def load_failure(what: str, name: Any, exc: BaseException) -> Exception:
     """One line for a model that cannot be loaded (a wrong id, no hub access, a bad local path)."""
     from ..errors import InputError
 
