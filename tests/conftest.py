@@ -67,10 +67,13 @@ def make_conversations(root: Path, records: Optional[List[dict]] = None) -> Path
     return path
 
 
-def run_cli(*args: str, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
-    """``igpt4 ARGS`` in a fresh interpreter (exit status and stderr as a user sees them)."""
+def run_cli(*args: str, cwd: Optional[Path] = None,
+            env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """``igpt4 ARGS`` in a fresh interpreter (exit status and stderr as a user sees them);
+    ``env`` adds variables to this process's environment."""
     return subprocess.run([sys.executable, "-m", "selector.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd or REPO, timeout=600)
+                          capture_output=True, text=True, cwd=cwd or REPO, timeout=600,
+                          env={**os.environ, **(env or {})})
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:

@@ -146,3 +146,44 @@ def test_score_exports_and_reruns_from_the_cache(tmp_path):
     csv_out = run_cli("score", *common[:4], "--indicators", "length", "--out", tmp_path / "t.csv")
     assert csv_out.returncode == 0, csv_out.stderr
     assert (tmp_path / "t.csv").read_text().startswith("id,length,length_problem")
+
+
+def test_score_gpt_through_the_cli_dry_run_summary_strict_and_no_key_anywhere(tmp_path):
+    from openai_server import FakeOpenAI
+
+    secret = "sk-test-CLI-SENTINEL-42"
+    data = make_cc_sbu_align(tmp_path / "cc", {"1": "A cat on a mat. [[score=81]]",
+                                               "2": "A dog. [[garbage]]",
+                                               "3": "A bird. [[500]]",
+                                               "4": "A fish. [[score=7]]"}, images=False)
+    env = {"OPENAI_API_KEY": secret}
+    with FakeOpenAI() as server:
+        common = ["--data", data, "--work", tmp_path / "work", "--indicators", "gpt,length",
+                  "--set", f"indicators.gpt.base_url={server.base_url}",
+                  "--set", "indicators.gpt.max_retries=1"]
+        plan = run_cli("score", *common, "--dry-run", env=env)
+        assert plan.returncode == 0, plan.stderr
+        assert "4 to compute" in plan.stdout and "estimated cost $" in plan.stdout
+        assert server.chat_requests == []  # a dry run sends nothing
+
+        result = run_cli("score", *common, "--out", tmp_path / "t.jsonl", "--strict", env=env)
+        assert result.returncode == 2  # --strict: two samples have no score
+        rows = {r["id"]: r for r in map(json.loads,
+                                        (tmp_path / "t.jsonl").read_text().splitlines())}
+        assert rows["1"]["gpt"] == 81 and rows["4"]["gpt"] == 7
+        assert json.loads(rows["1"]["gpt_detail"])["reply"].startswith("81")
+        assert rows["2"]["gpt"] is None and "no score" in rows["2"]["gpt_problem"]
+        assert rows["3"]["gpt"] is None and "500" in rows["3"]["gpt_problem"]
+        assert "problems by reason" in result.stderr and "sample '3': gpt:" in result.stderr
+        sent = len(server.chat_requests)
+
+        again = run_cli("score", *common, "--out", tmp_path / "t.jsonl", env=env)
+        assert again.returncode == 0  # problems are recorded, not fatal, without --strict
+        assert len(server.chat_requests) == sent  # the rerun came from the cache
+        replan = run_cli("score", *common, "--dry-run", env=env)
+        assert "4 cached" in replan.stdout and "0 to compute" in replan.stdout
+    for path in [*(tmp_path / "work").rglob("*"), tmp_path / "t.jsonl"]:
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    for output in (plan, result, again, replan):
+        assert secret not in output.stdout + output.stderr

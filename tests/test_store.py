@@ -95,3 +95,56 @@ def test_sigkill_mid_run_then_rerun(tmp_path):
     resumed = run(tmp_path / "killed", 0).stdout
     assert resumed == reference and resumed.split()[-1] == "40"
     assert len(pool) == 40
+
+
+ARRAY_SCRIPT = """
+import sys, time
+import numpy as np
+from selector.data import read_cc_sbu_align
+from selector.features import Embedder, embed_cached
+from selector.store import Store, sample_hash
+
+class SlowLengths(Embedder):
+    kind = "text"
+    def settings(self):
+        return {"encoder": "lengths"}
+    def embed(self, samples):
+        time.sleep(float(sys.argv[3]))
+        return np.array([[len(s.answer), i] for i, s in enumerate(samples)], np.float32), \\
+            [None] * len(samples)
+
+pool = read_cc_sbu_align(sys.argv[1])
+with Store(sys.argv[2]) as store:
+    matrix, _ = embed_cached(store, SlowLengths(), pool.samples,
+                             [sample_hash(s) for s in pool.samples], chunk_size=5)
+    np.save(sys.argv[2] + "/result.npy", matrix)
+    print(store.connection.execute("SELECT COUNT(*) FROM array_rows").fetchone()[0])
+"""
+
+
+def test_sigkill_while_embedding_then_rerun_gives_the_uninterrupted_arrays(tmp_path):
+    import numpy as np
+
+    _pool(tmp_path, n=40)
+    script = tmp_path / "embed.py"
+    script.write_text(ARRAY_SCRIPT)
+
+    def command(work, delay):
+        return [sys.executable, str(script), str(tmp_path / "cc"), str(work), str(delay)]
+
+    subprocess.run(command(tmp_path / "clean", 0), cwd=REPO, check=True, capture_output=True)
+    process = subprocess.Popen(command(tmp_path / "killed", 0.3), cwd=REPO)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list((tmp_path / "killed").glob("arrays/*/*.npy"))) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    shards_before = len(list((tmp_path / "killed").glob("arrays/*/*.npy")))
+    assert 2 <= shards_before < 8
+    rerun = subprocess.run(command(tmp_path / "killed", 0), cwd=REPO, check=True,
+                           capture_output=True, text=True)
+    assert rerun.stdout.split()[-1] == "40"  # one row per sample, nothing duplicated
+    np.testing.assert_array_equal(np.load(tmp_path / "killed" / "result.npy"),
+                                  np.load(tmp_path / "clean" / "result.npy"))
+    # 8 chunks of 5: the rerun wrote only the missing shards, never a finished one again
+    assert len(list((tmp_path / "killed").glob("arrays/*/*.npy"))) == 8
