@@ -48,7 +48,9 @@ def _pool_settings(settings: Dict[str, Any]) -> List[str]:
 def score(data: PathLike, work: PathLike, out: Optional[PathLike], names: List[str],
           settings: Dict[str, Any], image_root: Optional[PathLike] = None,
           skip_invalid: bool = False, pool_out: Optional[PathLike] = None,
-          pca_from: Optional[PathLike] = None, dry_run: bool = False) -> ScoreSummary:
+          pca_from: Optional[PathLike] = None, dry_run: bool = False,
+          ranks=None) -> ScoreSummary:
+    """``ranks``: how work is shared (default: detected from torchrun / accelerate variables)."""
     from .data import read_pool
     from .distributed import Ranks
     from .indicators import create
@@ -63,7 +65,7 @@ def score(data: PathLike, work: PathLike, out: Optional[PathLike], names: List[s
             raise InputError(f"the pool file needs indicator {lacking[0]!r}: add it to "
                              "--indicators or change pool.indicators")
     work = Path(work)
-    ranks = Ranks()
+    ranks = ranks or Ranks()
     # images are checked by the indicators that read them: a bad image is recorded for that
     # sample and the run goes on; structural problems (JSON, ids, empty text) stop or are skipped
     pool = read_pool(data, image_root, skip_invalid=skip_invalid, check_images=False)
