@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -144,6 +145,49 @@ def batched(indicator, samples, chunk_size: int) -> list:
     return values
 
 
+def stage_costs(samples, model, preprocess, tokenizer, batch_size: int) -> dict:
+    """CPU milliseconds per sample of each stage, measured one stage at a time in this process
+    (second of two passes), to show which costs batching can remove and which it cannot."""
+    import torch
+    from PIL import Image
+
+    def per_sample(run) -> float:
+        run()
+        started = time.perf_counter()
+        run()
+        return (time.perf_counter() - started) * 1000 / len(samples)
+
+    images = []
+
+    def decode():
+        images.clear()
+        for sample in samples:
+            image = Image.open(sample.image)
+            image.load()
+            images.append(image)
+
+    costs = {"open + decode JPEG": per_sample(decode)}
+    costs["preprocess (resize, crop, to tensor)"] = per_sample(lambda: [preprocess(i)
+                                                                         for i in images])
+    pieces = [sample.answer.split('.')[:10] for sample in samples]
+    costs["tokenize (open_clip BPE, ftfy)"] = per_sample(lambda: [tokenizer(p) for p in pieces])
+    pixels = [preprocess(image).unsqueeze(0) for image in images]
+    tokens = [tokenizer(p) for p in pieces]
+    batches = range(0, len(samples), batch_size)
+    with torch.no_grad():
+        costs["encode_image, batch 1"] = per_sample(lambda: [model.encode_image(x)
+                                                             for x in pixels])
+        stacked = torch.cat(pixels)
+        costs[f"encode_image, batch {batch_size}"] = per_sample(
+            lambda: [model.encode_image(stacked[b:b + batch_size]) for b in batches])
+        costs["encode_text, one sample's sentences"] = per_sample(
+            lambda: [model.encode_text(x) for x in tokens])
+        joined = [torch.cat(tokens[b:b + batch_size]) for b in batches]
+        costs[f"encode_text, {batch_size} samples' sentences"] = per_sample(
+            lambda: [model.encode_text(x) for x in joined])
+    return costs
+
+
 def best_of(repeats: int, run):
     """(fastest seconds, result of the last run)."""
     times, result = [], None
@@ -208,6 +252,7 @@ def main() -> None:
                                    lambda: original_loop(samples, model, preprocess, tokenizer))
         new_seconds, new = best_of(args.repeats,
                                    lambda: batched(indicator, samples, args.chunk_size))
+        costs = stage_costs(samples[:256], model, preprocess, tokenizer, indicator.batch_size)
         if args.profile:
             profile("original loop", lambda: original_loop(samples, model, preprocess, tokenizer))
             profile("ClipScore.score (main process only; decoding runs in the workers)",
@@ -229,6 +274,19 @@ def main() -> None:
     print(f"  max abs score difference {difference:.2e} (must be < 1e-3)")
     print(f"  speed-up {new_rate / old_rate:.1f}x  (target >= {target:.0f}x: "
           f"{'met' if new_rate / old_rate >= target else 'NOT met'})")
+    print("where the time goes (ms per sample, each stage alone, this process's threads):")
+    for stage, milliseconds in costs.items():
+        print(f"  {stage:<42} {milliseconds:7.3f}")
+    # batching removes per-call overhead of the towers, nothing of decoding, resizing and
+    # tokenising: those are per-sample CPU work, spread at best over every core
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    floor = sum(v for k, v in costs.items() if not k.startswith("encode_")) \
+        + costs[f"encode_image, batch {indicator.batch_size}"] \
+        + costs[f"encode_text, {indicator.batch_size} samples' sentences"]
+    ceiling = (1000 / old_rate) / (floor / cores)
+    print(f"  => batched pipeline needs >= {floor:.2f} ms CPU per sample: on {cores} cores at "
+          f"best {1000 * cores / floor:.0f} samples/s, a speed-up ceiling of {ceiling:.1f}x over "
+          f"the loop's {1000 / old_rate:.2f} ms per sample")
 
 
 def profile(title: str, run) -> None:

@@ -7,7 +7,7 @@ message instead of an ImportError chain.
 from __future__ import annotations
 
 import importlib.util
-from typing import List
+from typing import Dict, List, Optional, Sequence
 
 from selector.errors import InputError
 
@@ -29,3 +29,10 @@ def require_host() -> List[str]:
 
     ensure_torchvision_importable()  # both hosts import torchvision
     return hosts
+
+
+def register(hosts: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
+    """Register our builders into the importable host registries (idempotent)."""
+    from .registration import register as _register
+
+    return _register(hosts)

@@ -43,7 +43,8 @@ def _digest_files(digest: "hashlib._Hash", paths: List[Path]) -> None:
 
 def selection_for_run(storage: PathLike, options: Dict[str, Any],
                       output_dir: Optional[PathLike] = None) -> RunSelection:
-    """The ids to train on, from a cc_sbu_align folder and the dataset's ``selector`` options:
+    """The ids to train on, from a cc_sbu_align folder (or a conversation JSON, then with
+    ``image_root`` among the options) and the dataset's ``selector`` options:
 
     ``checkpoint`` (selector folder or released .pth), ``pool`` (pool file; default
     ``<cache_dir>/pool.safetensors``), ``cache_dir`` (default ``<storage>/.igpt4``),
@@ -58,18 +59,20 @@ def selection_for_run(storage: PathLike, options: Dict[str, Any],
     from .settings import load_settings
 
     storage = Path(storage)
-    annotations = storage / "filter_cap.json"
+    is_cc_sbu_align = storage.is_dir()
+    annotations = storage / "filter_cap.json" if is_cc_sbu_align else storage
     if not annotations.is_file():
         raise InputError(f"{annotations}: not found (build_info.storage must be a cc_sbu_align "
-                         "folder with filter_cap.json and image/)")
+                         "folder with filter_cap.json and image/, or a conversation JSON)")
     if not options.get("checkpoint"):
         raise InputError("datasets.<name>.selector.checkpoint is not set (a selector checkpoint "
                          "folder from igpt4 train-selector, or the released .pth)")
     checkpoint = Path(options["checkpoint"])
-    cache_dir = Path(options.get("cache_dir") or storage / ".igpt4")
+    cache_dir = Path(options.get("cache_dir") or annotations.parent / ".igpt4")
     pool_path = Path(options.get("pool") or cache_dir / "pool.safetensors")
     if options.get("compute_missing"):
-        _on_first_rank(lambda: _update_pool(storage, cache_dir, pool_path, options))
+        _on_first_rank(lambda: _update_pool(storage, cache_dir, pool_path, options,
+                                            options.get("image_root")))
     if not pool_path.is_file():
         raise InputError(f"{pool_path}: no pool file; run `igpt4 score --data {storage} "
                          f"--pool-out {pool_path}` first, or set selector.compute_missing: true")
@@ -94,7 +97,8 @@ def selection_for_run(storage: PathLike, options: Dict[str, Any],
     reused = (folder / "selected.txt").is_file()
     if not reused:
         tmp = folder.with_name(f".{key}.{os.getpid()}.tmp")
-        select(tmp, settings, pool_path, checkpoint, clusters, None, None, storage)
+        select(tmp, settings, pool_path, checkpoint, clusters, None, None,
+               storage if is_cc_sbu_align else None)
         if (folder / "selected.txt").is_file():  # another process finished the same selection
             shutil.rmtree(tmp, ignore_errors=True)
         else:
@@ -105,7 +109,8 @@ def selection_for_run(storage: PathLike, options: Dict[str, Any],
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         for name in ("manifest.json", "filter_cap.json", "selected.txt"):
-            shutil.copy(folder / name, out / f"igpt4_{name}")
+            if (folder / name).is_file():
+                shutil.copy(folder / name, out / f"igpt4_{name}")
     return RunSelection(ids, folder, reused, key)
 
 
@@ -122,7 +127,8 @@ def _on_first_rank(work) -> None:
         work()
 
 
-def _update_pool(storage: Path, cache_dir: Path, pool_path: Path, options: Dict[str, Any]) -> None:
+def _update_pool(storage: Path, cache_dir: Path, pool_path: Path, options: Dict[str, Any],
+                 image_root: Optional[str] = None) -> None:
     from .distributed import Ranks
     from .scoring import score
     from .settings import load_settings
@@ -131,7 +137,7 @@ def _update_pool(storage: Path, cache_dir: Path, pool_path: Path, options: Dict[
                  for key, value in _flatten(options.get("indicators") or {})]
     settings = load_settings(None, overrides, base="indicators/default.yaml")
     names = list(settings["pool"]["indicators"])
-    score(storage, cache_dir, None, names, settings, pool_out=pool_path,
+    score(storage, cache_dir, None, names, settings, image_root, pool_out=pool_path,
           pca_from=options.get("pca_from"), ranks=Ranks(launched=False))
 
 

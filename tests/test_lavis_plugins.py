@@ -18,3 +18,111 @@ def test_detects_installed_hosts(monkeypatch):
     monkeypatch.setattr(lavis_plugins.importlib.util, "find_spec",
                         lambda name: object() if name == "lavis" else None)
     assert lavis_plugins.available_hosts() == ["lavis"]
+
+
+def _lavis():
+    if "lavis" not in lavis_plugins.available_hosts():
+        pytest.skip("salesforce-lavis is not installed (make test installs it with --no-deps)")
+    lavis_plugins.require_host()
+
+
+@pytest.fixture(scope="module")
+def selected_setup(tmp_path_factory):
+    """A generated cc_sbu_align folder with images, its pool file and a selector trained on it."""
+    import json
+
+    from conftest import make_cc_sbu_align
+    from selector.commands import train_selector
+    from selector.demo import make_toy_pool, oracle_labels
+    from selector.settings import load_settings
+
+    root = tmp_path_factory.mktemp("plugin")
+    pool, quality, _ = make_toy_pool(120, seed=5)
+    pool.save(root / "pool.safetensors")
+    members = {str(i): pool.ids[i * 12:(i + 1) * 12] for i in range(10)}
+    (root / "subsets.json").write_text(json.dumps(members))
+    labels = oracle_labels(members, dict(zip(pool.ids, quality.tolist())))
+    (root / "labels.json").write_text(json.dumps(labels))
+    train_selector(root / "ckpt", load_settings(None, ["training.epochs=10",
+                                                       "training.cross_validate=false"]),
+                   root / "pool.safetensors", root / "subsets.json", root / "labels.json")
+    data = make_cc_sbu_align(root / "cc", {i: f"A picture {i}. It shows shapes." for i in pool.ids})
+    return root, data
+
+
+def _dataset_config(root, data, name="cc_sbu_align_selected", **selector):
+    config = root / f"{name}.yaml"
+    options = {"checkpoint": str(root / "ckpt"), "pool": str(root / "pool.safetensors"),
+               "num_samples": 16, "cache_dir": str(root / "cache"),
+               "selection": {"n_clusters": 3}, **selector}
+    import yaml
+
+    config.write_text(yaml.safe_dump({"datasets": {name: {
+        "data_type": "images", "build_info": {"storage": str(data)},
+        "vis_processor": {"train": {"name": "blip2_image_train", "image_size": 32}},
+        "text_processor": {"train": {"name": "blip_caption"}},
+        "selector": options}}}))
+    return config
+
+
+def test_register_is_idempotent_and_refuses_a_taken_name():
+    _lavis()
+    from lavis.common.registry import registry
+
+    first = lavis_plugins.register(["lavis"])
+    assert lavis_plugins.register(["lavis"]) == {"lavis": []}
+    assert registry.get_builder_class("cc_sbu_align_selected") is not None
+    assert "lavis:builder:cc_sbu_align_selected" in first["lavis"] or not first["lavis"]
+    with pytest.raises(KeyError):  # the host's own rule for taken names still holds
+        registry.register_builder("cc_sbu_align_selected")(
+            registry.get_builder_class("cc_sbu_align_selected"))
+
+
+def test_lavis_load_dataset_yields_exactly_the_selectors_choice(selected_setup):
+    _lavis()
+    import torch
+    from lavis.datasets.builders import load_dataset
+
+    from selector.run_selection import selection_for_run
+
+    root, data = selected_setup
+    lavis_plugins.register(["lavis"])
+    dataset = load_dataset("cc_sbu_align_selected", cfg_path=str(_dataset_config(root, data)))
+    train = dataset["train"]
+    expected = selection_for_run(data, {"checkpoint": str(root / "ckpt"),
+                                        "pool": str(root / "pool.safetensors"),
+                                        "num_samples": 16, "cache_dir": str(root / "cache"),
+                                        "selection": {"n_clusters": 3}})
+    assert expected.reused  # the builder made it; the same inputs give the same selection
+    assert [s.id for s in train.samples] == expected.ids and len(train) == 16
+    item = train[0]
+    assert item["answer"] == item["text_input"] == train.samples[0].answer
+    assert isinstance(item["image"], torch.Tensor) and item["image"].shape == (3, 32, 32)
+    batch = train.collater([train[0], train[1]])
+    assert batch["image"].shape == (2, 3, 32, 32) and len(batch["answer"]) == 2
+    assert train.selection_folder == expected.folder
+
+
+def test_conversation_builder_lays_rounds_out_for_minigpt4(tmp_path):
+    _lavis()
+    import yaml
+    from lavis.datasets.builders import load_dataset
+
+    from conftest import make_conversations
+
+    lavis_plugins.register(["lavis"])
+    records = make_conversations(tmp_path)
+    config = tmp_path / "conv.yaml"
+    config.write_text(yaml.safe_dump({"datasets": {"llava_conversations": {
+        "data_type": "images",
+        "build_info": {"storage": str(records), "image_root": str(tmp_path)},
+        "vis_processor": {"train": {"name": "blip2_image_train", "image_size": 32}}}}}))
+    train = load_dataset("llava_conversations", cfg_path=str(config))["train"]
+    assert len(train) == 2 and train.selection_folder is None  # no checkpoint: every sample
+    item = train[0]
+    assert item["conv_q"] == ("<Img><ImageHere></Img> What is in the picture? !@#"
+                              "What colour is it? ")
+    assert item["conv_a"] == "A red square.!@#Red." and item["connect_sym"] == "!@#"
+    assert item["instruction_input"] == "<Img><ImageHere></Img> What is in the picture? "
+    assert item["answer"] == "A red square.######Human: What colour is it? ###Assistant: Red."
+    assert train[1]["conv_a"] == "A blue field."

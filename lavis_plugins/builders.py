@@ -1,0 +1,88 @@
+"""Dataset builders, made per host from that host's ``BaseDatasetBuilder``.
+
+* ``cc_sbu_align_selected``: reads cc_sbu_align from ``build_info.storage`` and keeps the samples
+  the selector chooses (``selector`` block of the dataset config; see
+  ``configs/datasets/cc_sbu_align_selected/defaults.yaml``). The selection is made once per set
+  of inputs and reused (:mod:`selector.run_selection`); where it lies is logged and kept on the
+  dataset (``selection_folder``), and the portable runner copies it into the run's output dir.
+* ``llava_conversations``: LLaVA-style conversation JSON (+ ``image_root``), every conversation or
+  the selected ones, laid out for MiniGPT-4 (:class:`~lavis_plugins.datasets.ConversationDataset`).
+
+Default configs are package-absolute paths, so the hosts find them wherever we are installed.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict
+
+from .datasets import ConversationDataset, SelectedCCSBUAlignDataset
+from .hosts import Host
+
+
+def _config_path(name: str) -> str:
+    from selector.settings import config_dir
+
+    return str(config_dir() / "datasets" / name / "defaults.yaml")
+
+
+def _options(config: Any) -> Dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    block = config.get("selector")
+    return OmegaConf.to_container(block, resolve=True) if block is not None else {}
+
+
+def _select(storage: str, options: Dict[str, Any]):
+    """(samples kept, selection or None) for a builder's data."""
+    from selector.data import read_pool
+    from selector.run_selection import selection_for_run
+
+    pool = read_pool(storage, options.get("image_root"))
+    if not options.get("checkpoint"):
+        return pool.samples, None
+    chosen = selection_for_run(storage, options)
+    logging.info("instructiongpt4: %s %d of %d samples (selection %s in %s)",
+                 "reused" if chosen.reused else "selected", len(chosen.ids), len(pool),
+                 chosen.digest, chosen.folder)
+    return pool.subset(chosen.ids).samples, chosen
+
+
+def builder_classes(host: Host) -> Dict[str, type]:
+    base = host.BaseDatasetBuilder
+
+    class CCSBUAlignSelectedBuilder(base):
+        train_dataset_cls = SelectedCCSBUAlignDataset
+        DATASET_CONFIG_DICT = {"default": _config_path("cc_sbu_align_selected")}
+
+        def build_datasets(self) -> Dict[str, Any]:
+            from selector.errors import InputError
+
+            self.build_processors()
+            options = _options(self.config)
+            if not options.get("checkpoint"):
+                raise InputError("cc_sbu_align_selected: selector.checkpoint is not set (use the "
+                                 "stock cc_sbu_align builder to train on every sample)")
+            samples, chosen = _select(str(self.config.build_info.storage), options)
+            dataset = self.train_dataset_cls(samples, self.vis_processors["train"],
+                                             self.text_processors["train"])
+            dataset.selection_folder = chosen.folder
+            return {"train": dataset}
+
+    class LlavaConversationsBuilder(base):
+        train_dataset_cls = ConversationDataset
+        DATASET_CONFIG_DICT = {"default": _config_path("llava_conversations")}
+
+        def build_datasets(self) -> Dict[str, Any]:
+            self.build_processors()
+            info = self.config.build_info
+            options = {**_options(self.config), "image_root": info.get("image_root")}
+            samples, chosen = _select(str(info.storage), options)
+            dataset = self.train_dataset_cls(
+                samples, self.vis_processors["train"], self.text_processors["train"],
+                self.config.get("prompt_template", "###Human: {} ###Assistant: "),
+                self.config.get("end_sym", "###"))
+            dataset.selection_folder = chosen.folder if chosen else None
+            return {"train": dataset}
+
+    return {"cc_sbu_align_selected": CCSBUAlignSelectedBuilder,
+            "llava_conversations": LlavaConversationsBuilder}
