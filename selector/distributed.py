@@ -55,3 +55,14 @@ class Ranks:
         if self.state is not None:
             self.state.wait_for_everyone()
 
+
+    def finish(self) -> None:
+        """End of the distributed part: every rank waits for the main one's outputs, then the
+        process group is closed on all ranks together (a rank exiting while another is still in
+        a collective makes gloo report a crashed peer)."""
+        if self.state is not None:
+            import torch.distributed as dist
+
+            self.wait()
+            if dist.is_initialized():
+                dist.destroy_process_group()

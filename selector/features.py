@@ -18,6 +18,7 @@ only what is missing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -63,7 +64,7 @@ class ClipImageEmbedder(Embedder):
         import torch
         from tqdm.auto import tqdm
 
-        from .indicators.clip import image_batches, load_open_clip
+        from .indicators.clip import cpu_threads_beside_workers, image_batches, load_open_clip
         from .indicators.devices import precision_for
 
         device = resolve_device(self.device)
@@ -72,8 +73,10 @@ class ClipImageEmbedder(Embedder):
         dtype = next(model.parameters()).dtype
         rows: Dict[int, np.ndarray] = {}
         problems: List[Optional[str]] = [None] * len(samples)
-        with torch.no_grad(), tqdm(total=len(samples), desc="image embeddings", unit="sample",
-                                   disable=not self.progress) as bar:
+        with torch.no_grad(), cpu_threads_beside_workers(next(model.parameters()).device,
+                                                         self.num_workers), \
+                tqdm(total=len(samples), desc="image embeddings", unit="sample",
+                     disable=not self.progress) as bar:
             for batch in image_batches(samples, preprocess, self.batch_size, self.num_workers):
                 good = [(i, pixels) for i, pixels, problem in batch if not problem]
                 for i, _, problem in batch:
@@ -270,6 +273,30 @@ class Projection:
                              f"{self.components.shape[1]} (was it fitted with another model?)")
         return ((matrix.astype(np.float64) - self.mean) @ self.components.T.astype(np.float64)
                 ).astype(np.float32)
+
+    @classmethod
+    def fit_cached(cls, work_dir: Path, key_parts: Dict[str, Any], matrix: np.ndarray,
+                   n_components: int = 6, seed: int = 0) -> "Projection":
+        """:meth:`fit`, reused from ``WORK/pca/<key>.npz`` when the same embeddings (embedder
+        settings + the samples' content hashes, in order) were fitted with the same settings:
+        a rerun then neither refits nor imports scikit-learn."""
+        import hashlib
+        import json
+
+        key = hashlib.sha256(json.dumps({**key_parts, "n_components": n_components,
+                                         "seed": seed}, sort_keys=True, default=str).encode()
+                             ).hexdigest()[:24]
+        path = Path(work_dir) / "pca" / f"{key}.npz"
+        if path.is_file():
+            with np.load(path) as saved:
+                return cls(saved["mean"], saved["components"], saved["explained_variance_ratio"])
+        projection = cls.fit(matrix, n_components, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp.npz")
+        np.savez(tmp, mean=projection.mean, components=projection.components,
+                 explained_variance_ratio=projection.explained_variance_ratio)
+        tmp.replace(path)
+        return projection
 
     def tensors(self, prefix: str) -> Dict[str, np.ndarray]:
         return {f"{prefix}.mean": self.mean, f"{prefix}.components": self.components,

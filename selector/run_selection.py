@@ -41,6 +41,18 @@ def _digest_files(digest: "hashlib._Hash", paths: List[Path]) -> None:
                     digest.update(block)
 
 
+def _digest_pool(digest: "hashlib._Hash", pool_path: Path) -> None:
+    """The pool file by content (ids, names, arrays), not bytes: safetensors writes its metadata
+    keys in a different order in every process, so an unchanged rewritten pool file would
+    otherwise look new and discard the cached selection."""
+    from .pool import FeaturePool
+
+    pool = FeaturePool.load(pool_path)
+    digest.update(json.dumps([pool.ids, pool.indicator_names]).encode())
+    for array in (pool.image, pool.text, pool.indicators):
+        digest.update(array.tobytes())
+
+
 def selection_for_run(storage: PathLike, options: Dict[str, Any],
                       output_dir: Optional[PathLike] = None) -> RunSelection:
     """The ids to train on, from a cc_sbu_align folder (or a conversation JSON, then with
@@ -90,8 +102,8 @@ def selection_for_run(storage: PathLike, options: Dict[str, Any],
 
     digest = hashlib.sha256(json.dumps({"settings": settings, "mode": mode,
                                         "clusters": bool(clusters)}, sort_keys=True).encode())
-    _digest_files(digest, [annotations, pool_path, checkpoint] + ([Path(clusters)] if clusters
-                                                                  else []))
+    _digest_files(digest, [annotations, checkpoint] + ([Path(clusters)] if clusters else []))
+    _digest_pool(digest, pool_path)
     key = digest.hexdigest()[:20]
     folder = cache_dir / "selections" / key
     reused = (folder / "selected.txt").is_file()

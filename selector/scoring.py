@@ -97,6 +97,7 @@ def score(data: PathLike, work: PathLike, out: Optional[PathLike], names: List[s
     summary = ScoreSummary(len(pool), {name: sum(v.problem is not None for v in values)
                                        for name, values in columns.items()})
     if not ranks.is_main:
+        ranks.finish()
         return summary
     if out is not None:
         export(out, _rows(pool.samples, columns))
@@ -104,10 +105,12 @@ def score(data: PathLike, work: PathLike, out: Optional[PathLike], names: List[s
     for kind, (_, problems) in embeddings.items():
         summary.missing[f"{kind} embedding"] = sum(p is not None for p in problems)
     if pool_out is not None:
-        summary.excluded_from_pool = write_pool(pool_out, pool.samples, columns, embeddings,
-                                                pool_names, settings, pca_from, embedders, work)
+        summary.excluded_from_pool = write_pool(pool_out, pool.samples, hashes, columns,
+                                                embeddings, pool_names, settings, pca_from,
+                                                embedders, work)
     log(f"scored {len(pool)} samples" + (f" -> {out}" if out else "") + "; without a value: "
         + ", ".join(f"{name} {count}" for name, count in summary.missing.items()))
+    ranks.finish()
     return summary
 
 
@@ -214,7 +217,7 @@ def _report_problems(source: str, samples, columns, embeddings) -> None:
                                              for (name, reason), count in reasons.most_common()))
 
 
-def write_pool(path: PathLike, samples, columns, embeddings, pool_names: List[str],
+def write_pool(path: PathLike, samples, hashes, columns, embeddings, pool_names: List[str],
                settings: Dict[str, Any], pca_from: Optional[PathLike], embedders,
                work: Path) -> int:
     """The selector's input file: PCA-reduced embeddings + indicators for every sample that has
@@ -243,8 +246,11 @@ def write_pool(path: PathLike, samples, columns, embeddings, pool_names: List[st
         fitted_on = f"reused from {pca_from}"
     else:
         n_components, seed = int(features.get("pca_components", 6)), int(features.get("pca_seed", 0))
-        image_pca = Projection.fit(image[keep], n_components, seed)
-        text_pca = Projection.fit(text[keep], n_components, seed)
+        kept = [hashes[i] for i in keep]
+        image_pca = Projection.fit_cached(work, {"embedder": embedders[0].settings(),
+                                                 "samples": kept}, image[keep], n_components, seed)
+        text_pca = Projection.fit_cached(work, {"embedder": embedders[1].settings(),
+                                                "samples": kept}, text[keep], n_components, seed)
         fitted_on = f"fitted on these {len(keep)} samples"
     info = {"pca": fitted_on, "image_embedder": embedders[0].settings(),
             "text_embedder": embedders[1].settings(),
