@@ -64,7 +64,7 @@ class ClipImageEmbedder(Embedder):
         import torch
         from tqdm.auto import tqdm
 
-        from .indicators.clip import cpu_threads_beside_workers, image_batches, load_open_clip
+        from .indicators.clip import image_batches, load_open_clip
         from .indicators.devices import precision_for
 
         device = resolve_device(self.device)
@@ -73,10 +73,8 @@ class ClipImageEmbedder(Embedder):
         dtype = next(model.parameters()).dtype
         rows: Dict[int, np.ndarray] = {}
         problems: List[Optional[str]] = [None] * len(samples)
-        with torch.no_grad(), cpu_threads_beside_workers(next(model.parameters()).device,
-                                                         self.num_workers), \
-                tqdm(total=len(samples), desc="image embeddings", unit="sample",
-                     disable=not self.progress) as bar:
+        with torch.no_grad(), tqdm(total=len(samples), desc="image embeddings", unit="sample",
+                                   disable=not self.progress) as bar:
             for batch in image_batches(samples, preprocess, self.batch_size, self.num_workers):
                 good = [(i, pixels) for i, pixels, problem in batch if not problem]
                 for i, _, problem in batch:
