@@ -75,7 +75,14 @@ def score(data: PathLike, work: PathLike, out: Optional[PathLike], names: List[s
     configured = settings.get("indicators", {})
     indicators = [create(name, **configured.get(name, {})) for name in names]
     chunk_size = int(settings["chunk_size"])
-    with Store(work) as store:
+    # the main rank creates the cache file (and switches it to WAL) before the others open it:
+    # two processes switching a new SQLite file's journal mode at once can fail as "locked"
+    if not ranks.is_main:
+        ranks.wait()
+    store = Store(work)
+    if ranks.is_main:
+        ranks.wait()
+    with store:
         hashes = [sample_hash(s) for s in pool.samples]
         embedders = _embedders(settings, ranks.is_main) if pool_out is not None else []
         if dry_run:
