@@ -116,24 +116,19 @@ def main() -> None:
         print(f"igpt4 score --indicators clip,length --pool-out, {args.samples} samples "
               f"({args.image_size}x{args.image_size} JPEGs, {megabytes:.0f} MB), tiny open_clip + "
               f"tiny Llama, {args.num_workers} image workers:")
-        if args.mode in ("both", "subprocess"):
-            argv = command(data, tmp / "work-subprocess", settings, args.num_workers)
-            first = run_subprocess(argv)
-            expected = outputs(tmp / "work-subprocess")
-            rerun = min(run_subprocess(argv) for _ in range(args.reruns))
-            assert outputs(tmp / "work-subprocess") == expected, "the rerun changed the outputs"
-            report("python -m selector.cli (fresh)", first, rerun, target)
+        runs = [("subprocess", "python -m selector.cli (fresh)", run_subprocess, profile_imports),
+                ("inprocess", "selector.cli.main (in-process)", run_inprocess, profile_rerun)]
+        for mode, label, run, profile in runs:
+            if args.mode not in ("both", mode):
+                continue
+            argv = command(data, tmp / f"work-{mode}", settings, args.num_workers)
+            first = run(argv)
+            expected = outputs(tmp / f"work-{mode}")
+            rerun = min(run(argv) for _ in range(args.reruns))
+            assert outputs(tmp / f"work-{mode}") == expected, "the rerun changed the outputs"
+            report(label, first, rerun, target)
             if args.profile:
-                profile_imports(argv)
-        if args.mode in ("both", "inprocess"):
-            argv = command(data, tmp / "work-inprocess", settings, args.num_workers)
-            first = run_inprocess(argv)
-            expected = outputs(tmp / "work-inprocess")
-            rerun = min(run_inprocess(argv) for _ in range(args.reruns))
-            assert outputs(tmp / "work-inprocess") == expected, "the rerun changed the outputs"
-            report("selector.cli.main (in-process)", first, rerun, target)
-            if args.profile:
-                profile_rerun(argv)
+                profile(argv)
         print("  (first: every indicator and embedding computed and stored; rerun: all cached; "
               f"rerun best of {args.reruns})")
 

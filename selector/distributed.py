@@ -9,8 +9,9 @@ rank's own GPU the current CUDA device, so models loaded on "cuda" land on it. W
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Callable, List, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterator, List, Optional, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -41,6 +42,16 @@ class Ranks:
             return list(items)
         with self.state.split_between_processes(list(items)) as part:
             return list(part)
+
+    @contextlib.contextmanager
+    def main_first(self) -> Iterator[None]:
+        """The main rank runs the block first, the others after it (accelerate's
+        ``main_process_first``), e.g. to create a shared file before anyone else opens it."""
+        if self.state is None:
+            yield
+        else:
+            with self.state.main_process_first():
+                yield
 
     def read_together(self, read: Callable[[], T]) -> T:
         """``read()`` on every rank at the same moment: after all earlier writes (a barrier) and

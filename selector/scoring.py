@@ -77,11 +77,8 @@ def score(data: PathLike, work: PathLike, out: Optional[PathLike], names: List[s
     chunk_size = int(settings["chunk_size"])
     # the main rank creates the cache file (and switches it to WAL) before the others open it:
     # two processes switching a new SQLite file's journal mode at once can fail as "locked"
-    if not ranks.is_main:
-        ranks.wait()
-    store = Store(work)
-    if ranks.is_main:
-        ranks.wait()
+    with ranks.main_first():
+        store = Store(work)
     with store:
         hashes = [sample_hash(s) for s in pool.samples]
         embedders = _embedders(settings, ranks.is_main) if pool_out is not None else []

@@ -97,28 +97,34 @@ class Store:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def get(self, indicator: str, settings: str, hashes: Sequence[str]
-            ) -> Dict[str, IndicatorValue]:
-        found: Dict[str, IndicatorValue] = {}
-        for start in range(0, len(hashes), 500):  # SQLite's parameter limit
+    def _rows_for(self, columns: str, table: str, name_column: str, name: str, settings_key: str,
+                  hashes: Sequence[str]) -> Iterable[tuple]:
+        """``SELECT columns`` for these sample hashes, in chunks under SQLite's parameter limit."""
+        for start in range(0, len(hashes), 500):
             chunk = list(hashes[start:start + 500])
             marks = ",".join("?" * len(chunk))
-            rows = self.connection.execute(
-                f"SELECT sample_hash, sample_id, value, problem, detail FROM indicator_values "
-                f"WHERE indicator = ? AND settings_hash = ? AND sample_hash IN ({marks})",
-                [indicator, settings, *chunk])
-            for digest, sample_id, value, problem, detail in rows:
-                found[digest] = IndicatorValue(sample_id, value, problem, json.loads(detail))
-        return found
+            yield from self.connection.execute(
+                f"SELECT {columns} FROM {table} WHERE {name_column} = ? AND settings_hash = ? "
+                f"AND sample_hash IN ({marks})", [name, settings_key, *chunk])
+
+    def _remember_settings(self, settings_key: str, name: str, settings: Dict[str, Any]) -> None:
+        self.connection.execute(
+            "INSERT OR IGNORE INTO settings VALUES (?, ?, ?)",
+            (settings_key, name, json.dumps(settings, sort_keys=True, default=str)))
+
+    def get(self, indicator: str, settings: str, hashes: Sequence[str]
+            ) -> Dict[str, IndicatorValue]:
+        return {digest: IndicatorValue(sample_id, value, problem, json.loads(detail))
+                for digest, sample_id, value, problem, detail in self._rows_for(
+                    "sample_hash, sample_id, value, problem, detail", "indicator_values",
+                    "indicator", indicator, settings, hashes)}
 
     def put(self, indicator: str, settings_key: str, settings: Dict[str, Any],
             rows: Iterable[tuple]) -> None:
         """Insert ``(sample_hash, IndicatorValue)`` rows in one transaction."""
         now = time.time()
         with self.connection:
-            self.connection.execute(
-                "INSERT OR IGNORE INTO settings VALUES (?, ?, ?)",
-                (settings_key, indicator, json.dumps(settings, sort_keys=True, default=str)))
+            self._remember_settings(settings_key, indicator, settings)
             self.connection.executemany(
                 "INSERT OR REPLACE INTO indicator_values VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(digest, indicator, settings_key, value.sample_id, value.value, value.problem,
@@ -144,9 +150,7 @@ class Store:
         row_of = {i: n for n, i in enumerate(good)}
         now = time.time()
         with self.connection:
-            self.connection.execute(
-                "INSERT OR IGNORE INTO settings VALUES (?, ?, ?)",
-                (settings_key, kind, json.dumps(settings, sort_keys=True, default=str)))
+            self._remember_settings(settings_key, kind, settings)
             self.connection.executemany(
                 "INSERT OR REPLACE INTO array_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(hashes[i], kind, settings_key, ids[i], shard if i in row_of else None,
@@ -157,17 +161,13 @@ class Store:
         """``{sample_hash: (vector or None, problem)}`` for the hashes that are stored."""
         found: Dict[str, Tuple[Optional[np.ndarray], Optional[str]]] = {}
         by_shard: Dict[str, List[Tuple[str, int]]] = {}
-        for start in range(0, len(hashes), 500):
-            chunk = list(hashes[start:start + 500])
-            marks = ",".join("?" * len(chunk))
-            for digest, shard, row, problem in self.connection.execute(
-                    f"SELECT sample_hash, shard, row, problem FROM array_rows WHERE kind = ? "
-                    f"AND settings_hash = ? AND sample_hash IN ({marks})",
-                    [kind, settings_key, *chunk]):
-                if shard is None:
-                    found[digest] = (None, problem)
-                else:
-                    by_shard.setdefault(shard, []).append((digest, row))
+        for digest, shard, row, problem in self._rows_for(
+                "sample_hash, shard, row, problem", "array_rows", "kind", kind, settings_key,
+                hashes):
+            if shard is None:
+                found[digest] = (None, problem)
+            else:
+                by_shard.setdefault(shard, []).append((digest, row))
         for shard, rows in by_shard.items():
             matrix = np.load(self.path.parent / "arrays" / shard, mmap_mode="r")
             for digest, row in rows:
