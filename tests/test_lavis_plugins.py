@@ -27,27 +27,8 @@ def _lavis():
 
 
 @pytest.fixture(scope="module")
-def selected_setup(tmp_path_factory):
-    """A generated cc_sbu_align folder with images, its pool file and a selector trained on it."""
-    import json
-
-    from conftest import make_cc_sbu_align
-    from selector.commands import train_selector
-    from selector.demo import make_toy_pool, oracle_labels
-    from selector.settings import load_settings
-
-    root = tmp_path_factory.mktemp("plugin")
-    pool, quality, _ = make_toy_pool(120, seed=5)
-    pool.save(root / "pool.safetensors")
-    members = {str(i): pool.ids[i * 12:(i + 1) * 12] for i in range(10)}
-    (root / "subsets.json").write_text(json.dumps(members))
-    labels = oracle_labels(members, dict(zip(pool.ids, quality.tolist())))
-    (root / "labels.json").write_text(json.dumps(labels))
-    train_selector(root / "ckpt", load_settings(None, ["training.epochs=10",
-                                                       "training.cross_validate=false"]),
-                   root / "pool.safetensors", root / "subsets.json", root / "labels.json")
-    data = make_cc_sbu_align(root / "cc", {i: f"A picture {i}. It shows shapes." for i in pool.ids})
-    return root, data
+def selected_setup(selected_data):
+    return selected_data
 
 
 def _dataset_config(root, data, name="cc_sbu_align_selected", **selector):
@@ -74,7 +55,11 @@ def test_register_is_idempotent_and_refuses_a_taken_name():
     assert registry.get_builder_class("cc_sbu_align_selected") is not None
     # added now, or by an earlier test of this session: either way the registered class is ours
     assert set(first["lavis"]) <= {"lavis:builder:cc_sbu_align_selected",
-                                    "lavis:builder:llava_conversations"}
+                                    "lavis:builder:llava_conversations",
+                                    "lavis:model:igpt4_tiny_minigpt4",
+                                    "lavis:runner:igpt4_portable"}
+    assert getattr(registry.get_model_class("igpt4_tiny_minigpt4"), "_igpt4_plugin", False)
+    assert getattr(registry.get_runner_class("igpt4_portable"), "_igpt4_plugin", False)
     assert getattr(registry.get_builder_class("cc_sbu_align_selected"), "_igpt4_plugin", False)
     with pytest.raises(KeyError):  # the host's own rule for taken names still holds
         registry.register_builder("cc_sbu_align_selected")(

@@ -1,0 +1,125 @@
+"""A runner that trains where the stock one cannot: on a CPU, and without torch.distributed.
+
+Registered as ``run.runner: igpt4_portable`` in both hosts, made per host from that host's own
+``RunnerBase`` so that everything else (optimizer groups, lr schedules, the version's batch-size
+layout, checkpoint format) is the stock behaviour of the host version in use. On a CUDA device with
+torch.distributed it changes nothing but the output folder. What it fixes:
+
+* ``RunnerBase.model`` returns None when the model already sits on the run device (always so on a
+  CPU): the model is wrapped on first use instead.
+* ``PrefetchLoader`` creates a CUDA stream: on a CPU the loaders are built without it.
+* AMP's GradScaler is CUDA-only: on a CPU ``amp`` is off.
+* LAVIS calls ``dist.barrier()`` after every epoch even when not distributed: without a process
+  group that barrier is skipped.
+* A relative ``run.output_dir`` lands inside the host package (``library_root``): it is resolved
+  against the working directory instead, and the selection the data came from (ids, scores,
+  settings) is copied into the run's output folder.
+* ``run.device: cuda`` on a machine without CUDA falls back to the CPU, with a warning.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+NAME = "igpt4_portable"
+
+
+class _NoBarrier:
+    """torch.distributed as the runner module sees it, minus ``barrier`` (no group, no-op)."""
+
+    def __init__(self, dist: Any) -> None:
+        self._dist = dist
+
+    def barrier(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._dist, name)
+
+
+@contextlib.contextmanager
+def _patched(module: Any, name: str, value: Any) -> Iterator[None]:
+    """Swap one module-level name of the host's runner module while the host's code runs."""
+    original = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def runner_class(host: Any) -> type:
+    base = host.RunnerBase
+
+    class PortableRunner(base):
+        def __init__(self, cfg: Any, task: Any, model: Any, datasets: Any, job_id: str) -> None:
+            run = cfg.run_cfg
+            output = Path(str(run.output_dir)).expanduser()
+            run.output_dir = str(output if output.is_absolute() else Path.cwd() / output)
+            super().__init__(cfg=cfg, task=task, model=model, datasets=datasets, job_id=job_id)
+            self._keep_selections()
+
+        def _keep_selections(self) -> None:
+            """Copy each dataset's selection (filter_cap.json, manifest.json) into the run."""
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+                return
+            for name, splits in self.datasets.items():
+                for dataset in splits.values() if isinstance(splits, dict) else [splits]:
+                    folder = getattr(dataset, "selection_folder", None)
+                    if folder is not None:
+                        target = Path(self.output_dir) / "selection" / name
+                        shutil.copytree(folder, target, dirs_exist_ok=True)
+                        logging.info("instructiongpt4: selection of %s -> %s", name, target)
+
+        @property
+        def device(self) -> Any:
+            import torch
+
+            if self._device is None:
+                wanted = torch.device(self.config.run_cfg.device)
+                if wanted.type == "cuda" and not torch.cuda.is_available():
+                    logging.warning("run.device is %s but CUDA is not available: training on "
+                                    "the CPU", wanted)
+                    wanted = torch.device("cpu")
+                self._device = wanted
+            return self._device
+
+        @property
+        def model(self) -> Any:
+            if self._wrapped_model is None and self._model.device == self.device:
+                if self.use_distributed:
+                    from torch.nn.parallel import DistributedDataParallel
+
+                    ids = [self.config.run_cfg.gpu] if self.device.type == "cuda" else None
+                    self._wrapped_model = DistributedDataParallel(self._model, device_ids=ids)
+                else:
+                    self._wrapped_model = self._model
+            return super().model
+
+        @property
+        def scaler(self) -> Any:
+            return super().scaler if self.device.type == "cuda" else None
+
+        def create_loaders(self, *args: Any, **kwargs: Any) -> Any:
+            if self.device.type == "cuda":
+                return super().create_loaders(*args, **kwargs)
+            # the host's own loader code, minus its CUDA-only prefetching wrapper
+            with _patched(sys.modules[base.__module__], "PrefetchLoader", lambda loader: loader):
+                return super().create_loaders(*args, **kwargs)
+
+        def train(self) -> Any:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                return super().train()
+            with _patched(sys.modules[base.__module__], "dist", _NoBarrier(dist)):
+                return super().train()
+
+    PortableRunner.__qualname__ = "PortableRunner"
+    return PortableRunner
