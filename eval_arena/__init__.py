@@ -1,4 +1,6 @@
-"""Multi-Modality-Arena-compatible evaluation (GQA, IconQA, OKVQA, ScienceQA, ...).
+"""Multi-Modality-Arena-compatible evaluation: the Arena's datasets, prompts, sampling, metric and
+output files (``answers/{model}/{time}/{dataset}.json`` + ``result.json``), with resumable runs.
 
-Depends on ``selector.data`` only; never on the selector's model or the host stacks.
+Modules: :mod:`.datasets`, :mod:`.metric`, :mod:`.testers`, :mod:`.runner`, :mod:`.cli`. Nothing
+is imported here, so ``import eval_arena.cli`` stays instant.
 """

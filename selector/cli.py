@@ -102,6 +102,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="JSON with the integer gpt_score per sample")
     p.add_argument("--strict", action="store_true", help="exit 2 when any reply has no score")
 
+    p = commands.add_parser("split", help="balanced k-means++ subsets of the pool, each a "
+                            "cc_sbu_align folder + MiniGPT-4 fine-tune config, and a launcher "
+                            "that fine-tunes and evaluates them (the paper's labelled subsets)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--pool", help="pool file (.safetensors): k-means++ on its image features")
+    source.add_argument("--subsets", help="ready subsets {subset: [ids]} instead, e.g. the "
+                        "released cluster/kmeans++/modified.json")
+    p.add_argument("--data", required=True, metavar="CC_SBU_ALIGN_DIR",
+                   help="the cc_sbu_align folder (filter_cap.json + image/) of the pool")
+    p.add_argument("--out", required=True, help="folder for subsets.json, <NN>/cc_sbu_align, "
+                   "<NN>/finetune.yaml and launch.sh")
+    p.add_argument("--k", type=int, default=30, help="number of subsets (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="k-means++ seed (default 0, as the original)")
+    p.add_argument("--template", help="MiniGPT-4 train config copied per subset (default: the "
+                   "shipped minigpt4/subset_finetune.yaml)")
+    p.add_argument("--slurm", action="store_true", help="also write slurm_array.sh, one array "
+                   "task per subset")
+    p.add_argument("--drop-remainder", action="store_true", help="the original's sizes: N // k "
+                   "each, the N %% k surplus samples dropped (default: sizes differ by one)")
+    p.add_argument("--copy-images", action="store_true",
+                   help="copy images into the subset folders instead of symlinking them")
+
+    p = commands.add_parser("labels", help="subset labels from evaluation results")
+    actions = p.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
+    q = actions.add_parser("collect", help="Arena result.json files (answers/{model}/{time}/) -> "
+                           "labels.json: mean accuracy x 100, noise of repeated runs")
+    q.add_argument("paths", nargs="+", metavar="PATH", help="a split folder (from igpt4 split), "
+                   "subset or answers folders, a labels JSON, or the original layout")
+    q.add_argument("--out", required=True, help="labels file to write (JSON)")
+    q.add_argument("--datasets", default="gqa,iconqa,okvqa,scienceqa",
+                   help="comma-separated datasets averaged into the label (default: the paper's "
+                   "four)")
+    q.add_argument("--allow-missing", action="store_true", help="average the datasets a subset "
+                   "has instead of stopping when one is missing (recorded in the file)")
+
+    p = commands.add_parser("configs", help="list the shipped configs, or print one's path "
+                            "(for train.py --cfg-path)")
+    p.add_argument("name", nargs="?", help="e.g. minigpt4/instructiongpt4_stage2_finetune.yaml")
+
+    p = commands.add_parser("report", help="one self-contained HTML report of a selection: "
+                            "indicator plots, correlations, cluster quotas, cross-validation, "
+                            "examples")
+    p.add_argument("--selection", required=True, metavar="OUT_DIR",
+                   help="the folder igpt4 select wrote (manifest.json)")
+    p.add_argument("--pool", required=True, help="the pool file the selection was made from")
+    p.add_argument("--checkpoint", help="selector checkpoint folder, for its cross-validation "
+                   "table (default: the one the manifest records, when it still exists)")
+    p.add_argument("--data", help="cc_sbu_align folder or conversation JSON: captions and "
+                   "thumbnails of the examples (default: the selection's own filter_cap.json, "
+                   "selected samples only)")
+    p.add_argument("--out", help="HTML file to write (default: OUT_DIR/report.html); the plots "
+                   "(PNG) and the numbers (<name>_data.json) are written beside it")
+    p.add_argument("--examples", type=int, default=12, metavar="N",
+                   help="examples shown per group (selected, near misses, rejected; default 12)")
+
+    from eval_arena.cli import add_parsers as add_eval_parsers
+
+    add_eval_parsers(commands)  # igpt4 eval ..., eval rerun DIR, eval judge ...
+
     p = commands.add_parser("demo", help="generate a toy pool and run training + selection on it")
     p.add_argument("--out", default="demo_out")
     p.add_argument("--samples", type=int, default=1200)
@@ -167,6 +226,37 @@ def _run(args: argparse.Namespace) -> int:
             commands.log(f"{args.replies}: sample {item['sample']}: {item['problem']}")
         print(f"{len(parsed)} scores -> {args.out}; {len(flagged)} replies flagged")
         return EXIT_BAD_INPUT if flagged and args.strict else 0
+    elif args.command == "report":
+        from .report import report_command
+
+        path = report_command(args.selection, args.pool, args.checkpoint, args.data, args.out,
+                              args.examples)
+        commands.log(f"report -> {path}")
+    elif args.command == "eval":
+        from eval_arena.cli import run as run_eval
+
+        return run_eval(args)
+    elif args.command == "split":
+        from .subset_commands import split_command
+
+        split_command(args.out, args.data, args.pool, args.k, args.seed, args.template,
+                      args.slurm, args.subsets, args.drop_remainder, image_mode)
+    elif args.command == "labels":
+        from .subset_commands import labels_collect_command
+
+        datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+        labels_collect_command(args.paths, args.out, datasets, args.allow_missing)
+    elif args.command == "configs":
+        from .settings import config_dir
+
+        root = config_dir()
+        if args.name is None:
+            for path in sorted(root.rglob("*.yaml")):
+                print(path.relative_to(root).as_posix())
+        elif not (root / args.name).is_file():
+            raise InputError(f"no shipped config {args.name!r} (igpt4 configs lists them)")
+        else:
+            print(root / args.name)
     elif args.command == "demo":
         from .demo import run_demo
 

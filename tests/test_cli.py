@@ -187,3 +187,27 @@ def test_score_gpt_through_the_cli_dry_run_summary_strict_and_no_key_anywhere(tm
             assert secret.encode() not in path.read_bytes(), path
     for output in (plan, result, again, replan):
         assert secret not in output.stdout + output.stderr
+
+
+def test_configs_lists_and_locates_the_shipped_configs():
+    listed = run_cli("configs")
+    assert listed.returncode == 0
+    names = listed.stdout.split()
+    assert "minigpt4/instructiongpt4_stage2_finetune.yaml" in names
+    assert "minigpt4/cpu_smoke.yaml" in names and "lavis/cpu_smoke.yaml" in names
+    located = run_cli("configs", "minigpt4/cpu_smoke.yaml")
+    path = located.stdout.strip()
+    assert located.returncode == 0 and path.endswith("minigpt4/cpu_smoke.yaml")
+    assert "igpt4_portable" in open(path).read()
+    assert_one_line_error(run_cli("configs", "nope.yaml"), "no shipped config")
+
+
+def test_labels_collect_reads_the_reference_layout(reference_dir, tmp_path):
+    import json
+
+    result = run_cli("labels", "collect", reference_dir, "--out", tmp_path / "labels.json")
+    assert result.returncode == 0, result.stderr
+    collected = json.loads((tmp_path / "labels.json").read_text())["labels"]
+    released = json.loads((reference_dir / "labels.json").read_text())
+    values = released.get("subset_labels") or list(released.get("labels", released).values())
+    assert [collected[str(i)] for i in range(len(values))] == values

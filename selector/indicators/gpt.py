@@ -35,6 +35,11 @@ Two ways to call the model:
   input would fail again, and a silent resubmission could double the bill); their state file is
   removed, so the next run that scores those samples submits a new batch.
 
+The client side (settings, key, concurrency, retries, error handling, Batch API, cost estimate)
+is :class:`OpenAIChat`, which :class:`GptScore` extends and ``eval_arena.judge`` reuses for its
+own prompts (:meth:`OpenAIChat.send` yields each reply as soon as it is in, so a caller can store
+it at once).
+
 The API key is read only from the environment variable named by ``api_key_env`` (default
 ``OPENAI_API_KEY``). With ``base_url`` set (a local vLLM or any OpenAI-compatible server) and the
 variable unset, the dummy key ``EMPTY`` is sent. The key is never part of the settings (hence of
@@ -61,7 +66,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 from ..data import Sample
@@ -100,15 +105,22 @@ def fill_prompt(template: str, instruction: str, caption: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Request:
+class ChatRequest:
+    """One chat completion to ask for: ``messages`` are ``(role, content)`` pairs, in order;
+    ``custom_id`` names the request (unique within one :meth:`OpenAIChat.send` call; the Batch
+    API's ``custom_id``)."""
     custom_id: str
-    sample: int  # index in the scored samples
-    round: int
-    prompt: str
+    messages: Tuple[Tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
-class _Outcome:
+class _Request(ChatRequest):
+    sample: int = 0  # index in the scored samples
+    round: int = 0
+
+
+@dataclass(frozen=True)
+class ChatOutcome:
     reply: Optional[str]  # the raw reply text, when the server gave one
     problem: Optional[str] = None  # why there is no reply (HTTP error, timeout, empty reply)
 
@@ -125,28 +137,36 @@ class _BatchJob:
     batch: Any  # the latest openai Batch object
 
 
-@register("gpt")
-class GptScore(Indicator):
+class OpenAIChat:
+    """The client side shared by every GPT-calling part of the package (the GPT score, the
+    open-ended evaluation judge): settings, the key from the environment only, one
+    ``openai.OpenAI`` client, ``concurrency`` daemon worker threads (online) or the Batch API
+    (batch), the SDK's retries, one-line problems per request, and run-stopping errors (401, 403,
+    404) as :class:`~selector.errors.InputError`. ``label`` prefixes every message, so a user
+    knows which part of a run spoke."""
+
+    label = "gpt indicator"
+
     def __init__(self, model: str = "gpt-4", temperature: float = 1.0,
                  max_tokens: Optional[int] = None, base_url: Optional[str] = None,
-                 prompt: Optional[str] = None, mode: str = "online", concurrency: int = 32,
+                 mode: str = "online", concurrency: int = 32,
                  timeout: float = 60.0, max_retries: int = 6,
                  api_key_env: str = "OPENAI_API_KEY", poll_seconds: float = 30.0,
                  batch_max_requests: int = BATCH_MAX_REQUESTS,
                  expected_output_tokens: int = 150, input_price_per_1m: float = 30.0,
                  output_price_per_1m: float = 60.0, progress: bool = True) -> None:
         if mode not in MODES:
-            raise InputError(f"gpt indicator: mode must be one of {', '.join(MODES)}, not {mode!r}")
+            raise InputError(f"{self.label}: mode must be one of {', '.join(MODES)}, "
+                             f"not {mode!r}")
         if int(concurrency) < 1 or int(max_retries) < 0 or float(timeout) <= 0:
-            raise InputError("gpt indicator: concurrency must be >= 1, max_retries >= 0 and "
+            raise InputError(f"{self.label}: concurrency must be >= 1, max_retries >= 0 and "
                              "timeout > 0")
         if not 1 <= int(batch_max_requests) <= BATCH_MAX_REQUESTS:
-            raise InputError(f"gpt indicator: batch_max_requests must be 1..{BATCH_MAX_REQUESTS}")
+            raise InputError(f"{self.label}: batch_max_requests must be 1..{BATCH_MAX_REQUESTS}")
         self.model = str(model)
         self.temperature = float(temperature)
         self.max_tokens = None if max_tokens is None else int(max_tokens)
         self.base_url = base_url or None
-        self.prompt = JUDGE_PROMPT if prompt is None else str(prompt)
         self.mode = mode
         self.concurrency = int(concurrency)
         self.timeout = float(timeout)
@@ -158,7 +178,6 @@ class GptScore(Indicator):
         self.input_price_per_1m = float(input_price_per_1m)
         self.output_price_per_1m = float(output_price_per_1m)
         self.progress = progress
-        self.chunk_size = self.batch_max_requests if mode == "batch" else None
         self.state_dir: Optional[Path] = None
         self._client_obj: Any = None
         self._key: Optional[str] = None
@@ -170,12 +189,11 @@ class GptScore(Indicator):
         (OpenAI itself)."""
         return self.base_url or os.environ.get("OPENAI_BASE_URL") or None
 
-    def settings(self) -> Dict[str, Any]:
+    def chat_settings(self) -> Dict[str, Any]:
+        """What changes the replies (and nothing secret): part of every cache key."""
         return {"model": self.model, "temperature": self.temperature,
                 "max_tokens": self.max_tokens,
-                "base_url": _without_userinfo(self.effective_base_url()),
-                "prompt_sha256": hashlib.sha256(self.prompt.encode("utf-8")).hexdigest()[:16],
-                "mode": self.mode}
+                "base_url": _without_userinfo(self.effective_base_url())}
 
     def bind(self, work_dir: Path) -> None:
         self.state_dir = Path(work_dir) / BATCH_STATE_DIR
@@ -188,7 +206,7 @@ class GptScore(Indicator):
             return key
         if self.effective_base_url():
             return DUMMY_KEY  # local OpenAI-compatible servers (vLLM) accept any key
-        raise InputError(f"gpt indicator: no API key: set the environment variable "
+        raise InputError(f"{self.label}: no API key: set the environment variable "
                          f"{self.api_key_env} (or base_url, for a local OpenAI-compatible server)")
 
     def client(self) -> Any:
@@ -198,7 +216,7 @@ class GptScore(Indicator):
             try:
                 import openai
             except ImportError:
-                raise InputError("gpt indicator: the openai package is not installed "
+                raise InputError(f"{self.label}: the openai package is not installed "
                                  "(pip install 'openai>=1.0')") from None
             self._key = key
             self._client_obj = openai.OpenAI(api_key=key, base_url=self.effective_base_url(),
@@ -212,78 +230,53 @@ class GptScore(Indicator):
             line = line.replace(self._key, "***")
         return line[:200]
 
-    # ----------------------------------------------------------------------------- scoring
-
-    def _requests(self, samples: Sequence[Sample]) -> Tuple[List[_Request], Dict[int, str]]:
-        """One request per round; samples with nothing to rate get a problem instead."""
-        requests: List[_Request] = []
-        problems: Dict[int, str] = {}
-        seen: Dict[str, int] = {}
-        for index, sample in enumerate(samples):
-            rounds = sample.rounds
-            if not rounds or not any(answer.strip() for _, answer in rounds):
-                problems[index] = "empty answer"
-                continue
-            for number, (instruction, answer) in enumerate(rounds):
-                custom_id = f"{sample.id}#{number}"
-                if custom_id in seen:  # the same sample id twice in one call: keep ids unique
-                    seen[custom_id] += 1
-                    custom_id = f"{custom_id}~{seen[custom_id]}"
-                seen.setdefault(custom_id, 0)
-                requests.append(_Request(custom_id, index, number,
-                                         fill_prompt(self.prompt, instruction, answer)))
-        return requests, problems
-
-    def _body(self, prompt: str) -> Dict[str, Any]:
+    def _body(self, messages: Sequence[Tuple[str, str]]) -> Dict[str, Any]:
         body: Dict[str, Any] = {"model": self.model,
-                                "messages": [{"role": "user", "content": prompt}],
+                                "messages": [{"role": role, "content": content}
+                                             for role, content in messages],
                                 "temperature": self.temperature}
         if self.max_tokens is not None:
             body["max_tokens"] = self.max_tokens
         return body
 
-    def score(self, samples: Sequence[Sample]) -> List[IndicatorValue]:
-        requests, problems = self._requests(samples)
-        outcomes: Dict[str, _Outcome] = {}
-        if requests:
-            self.client()  # a missing key fails here, before anything is sent
-            if self.mode == "batch":
-                outcomes = self._score_batch(requests)
-            else:
-                outcomes = self._score_online(requests)
-        per_sample: Dict[int, List[Tuple[_Request, _Outcome]]] = {}
-        for request in requests:
-            per_sample.setdefault(request.sample, []).append((request, outcomes[request.custom_id]))
-        values = []
-        for index, sample in enumerate(samples):
-            if index in problems:
-                values.append(IndicatorValue(sample.id, None, problems[index]))
-            else:
-                values.append(_combine(sample.id, [o for _, o in per_sample[index]]))
-        return values
+    def send(self, requests: Sequence[ChatRequest], desc: str = "gpt"
+             ) -> Iterator[Tuple[ChatRequest, ChatOutcome]]:
+        """``(request, outcome)`` for every request. Online, each pair comes as soon as its reply
+        is in (so a caller can store it at once: a ``kill -9`` then loses only the requests in
+        flight); in batch mode, all of them once the batches are done. A missing key, a rejected
+        key, a forbidden or unknown model raise :class:`InputError` (one line)."""
+        if not requests:
+            return
+        self.client()  # a missing key fails here, before anything is sent
+        if self.mode == "batch":
+            outcomes = self._score_batch(list(requests))
+            for request in requests:
+                yield request, outcomes[request.custom_id]
+        else:
+            yield from self._stream_online(list(requests), desc)
 
     # -------------------------------------------------------------------------- online mode
 
-    def _ask(self, request: _Request) -> _Outcome:
+    def _ask(self, request: ChatRequest) -> ChatOutcome:
         import openai
 
         try:
-            response = self.client().chat.completions.create(**self._body(request.prompt))
+            response = self.client().chat.completions.create(**self._body(request.messages))
         except (openai.AuthenticationError, openai.PermissionDeniedError,
                 openai.NotFoundError) as exc:
-            raise _RunError(f"gpt indicator: {self._status_problem(exc)} from "
+            raise _RunError(f"{self.label}: {self._status_problem(exc)} from "
                             f"{self.effective_base_url() or 'api.openai.com'} (check the key in "
                             f"${self.api_key_env}, the model name and base_url)") from None
         except openai.APIError as exc:
-            return _Outcome(None, self._error_problem(exc))
+            return ChatOutcome(None, self._error_problem(exc))
         return self._reply_outcome(_reply_from_completion(response))
 
-    def _reply_outcome(self, found: Tuple[Optional[str], Optional[str]]) -> _Outcome:
+    def _reply_outcome(self, found: Tuple[Optional[str], Optional[str]]) -> ChatOutcome:
         text, finish = found
         if text is None or not text.strip():
             reason = finish if finish == "no choices" else f"finish_reason={finish}"
-            return _Outcome(text, f"empty reply ({reason})")
-        return _Outcome(text)
+            return ChatOutcome(text, f"empty reply ({reason})")
+        return ChatOutcome(text)
 
     def _status_problem(self, exc: Any) -> str:
         message = _error_message(getattr(exc, "body", None)) or ""
@@ -306,16 +299,18 @@ class GptScore(Indicator):
             return f"connection error{after}{reason}"
         return f"{type(exc).__name__}: {self._redact(exc)}"
 
-    def _score_online(self, requests: List[_Request]) -> Dict[str, _Outcome]:
-        """``concurrency`` daemon worker threads over one client (a Ctrl-C returns at once: the
-        requests in flight are abandoned, not waited for)."""
+    def _stream_online(self, requests: List[ChatRequest], desc: str = "gpt score"
+                       ) -> Iterator[Tuple[ChatRequest, ChatOutcome]]:
+        """``concurrency`` daemon worker threads over one client, each outcome yielded as it
+        comes (a Ctrl-C, or a caller that stops iterating, returns at once: the requests in
+        flight are abandoned, not waited for)."""
         from tqdm.auto import tqdm
 
-        todo: "queue.Queue[_Request]" = queue.Queue()
+        todo: "queue.Queue[ChatRequest]" = queue.Queue()
         for request in requests:
             todo.put(request)
-        done: "queue.Queue[Tuple[_Request, Optional[_Outcome], Optional[BaseException]]]" = \
-            queue.Queue()
+        done: "queue.Queue[Tuple[ChatRequest, Optional[ChatOutcome], Optional[BaseException]]]" \
+            = queue.Queue()
         stop = threading.Event()
 
         def work() -> None:
@@ -330,22 +325,21 @@ class GptScore(Indicator):
                     done.put((request, None, exc))
 
         for number in range(min(self.concurrency, len(requests))):
-            threading.Thread(target=work, name=f"gpt-score-{number}", daemon=True).start()
-        outcomes: Dict[str, _Outcome] = {}
+            threading.Thread(target=work, name=f"gpt-{number}", daemon=True).start()
         try:
-            with tqdm(total=len(requests), desc="gpt score", unit="request",
+            with tqdm(total=len(requests), desc=desc, unit="request",
                       disable=not self.progress) as bar:
                 for _ in range(len(requests)):
                     request, outcome, error = done.get()
                     if isinstance(error, _RunError):
                         raise InputError(str(error))
                     if error is not None:  # our bug or the SDK's: recorded, the run goes on
-                        outcome = _Outcome(None, f"{type(error).__name__}: {self._redact(error)}")
-                    outcomes[request.custom_id] = outcome  # type: ignore[assignment]
+                        outcome = ChatOutcome(None, f"{type(error).__name__}: "
+                                                    f"{self._redact(error)}")
                     bar.update(1)
-        finally:  # Ctrl-C or a run-level error: the workers take nothing more
+                    yield request, outcome  # type: ignore[misc]
+        finally:  # Ctrl-C, a run-level error or a caller gone: the workers take nothing more
             stop.set()
-        return outcomes
 
     # --------------------------------------------------------------------------- batch mode
 
@@ -356,13 +350,13 @@ class GptScore(Indicator):
 
             tqdm.write(f"gpt batch: {message}", file=sys.stderr)
 
-    def _batch_lines(self, requests: List[_Request]) -> List[List[Tuple[_Request, bytes]]]:
+    def _batch_lines(self, requests: List[ChatRequest]) -> List[List[Tuple[ChatRequest, bytes]]]:
         """JSONL lines grouped into batches within the API's limits (requests and bytes)."""
-        groups: List[List[Tuple[_Request, bytes]]] = [[]]
+        groups: List[List[Tuple[ChatRequest, bytes]]] = [[]]
         size = 0
         for request in requests:
             line = json.dumps({"custom_id": request.custom_id, "method": "POST",
-                               "url": BATCH_ENDPOINT, "body": self._body(request.prompt)},
+                               "url": BATCH_ENDPOINT, "body": self._body(request.messages)},
                               ensure_ascii=False).encode("utf-8") + b"\n"
             if groups[-1] and (len(groups[-1]) >= self.batch_max_requests
                                or size + len(line) > BATCH_MAX_BYTES):
@@ -372,10 +366,10 @@ class GptScore(Indicator):
             size += len(line)
         return groups
 
-    def _score_batch(self, requests: List[_Request]) -> Dict[str, _Outcome]:
+    def _score_batch(self, requests: List[ChatRequest]) -> Dict[str, ChatOutcome]:
         jobs = [self._attach_or_submit(group) for group in self._batch_lines(requests)]
         self._wait(jobs)
-        outcomes: Dict[str, _Outcome] = {}
+        outcomes: Dict[str, ChatOutcome] = {}
         for job in jobs:
             outcomes.update(self._collect(job))
         return outcomes
@@ -399,7 +393,7 @@ class GptScore(Indicator):
         return InputError(f"gpt batch: {what} failed at "
                           f"{self.effective_base_url() or 'api.openai.com'}: {reason}")
 
-    def _attach_or_submit(self, group: List[Tuple[_Request, bytes]]) -> _BatchJob:
+    def _attach_or_submit(self, group: List[Tuple[ChatRequest, bytes]]) -> _BatchJob:
         import openai
 
         client = self.client()
@@ -519,23 +513,23 @@ class GptScore(Indicator):
                     log.warning("gpt batch: unreadable line in file %s", file_id)
         return rows
 
-    def _collect(self, job: _BatchJob) -> Dict[str, _Outcome]:
+    def _collect(self, job: _BatchJob) -> Dict[str, ChatOutcome]:
         batch = job.batch
         wanted = set(job.custom_ids)
-        outcomes: Dict[str, _Outcome] = {}
+        outcomes: Dict[str, ChatOutcome] = {}
         if batch.status == "failed":
             errors = getattr(getattr(batch, "errors", None), "data", None) or []
             reason = "; ".join(f"{e.code}: {e.message}" + (f" (line {e.line})" if e.line else "")
                                for e in errors[:3]) or "no reason given"
             problem = f"batch {batch.id} failed: {self._redact(reason)}"
-            outcomes = {custom_id: _Outcome(None, problem) for custom_id in job.custom_ids}
+            outcomes = {custom_id: ChatOutcome(None, problem) for custom_id in job.custom_ids}
         else:
             for row in self._download(batch.output_file_id) + self._download(batch.error_file_id):
                 custom_id = row.get("custom_id")
                 if custom_id in wanted and custom_id not in outcomes:
                     outcomes[custom_id] = self._row_outcome(row)
-            missing = _Outcome(None, f"batch {batch.id} {batch.status} without a result for "
-                                     "this request")
+            missing = ChatOutcome(None, f"batch {batch.id} {batch.status} without a result "
+                                        "for this request")
             for custom_id in job.custom_ids:
                 outcomes.setdefault(custom_id, missing)
         if job.state_path is not None:
@@ -556,19 +550,19 @@ class GptScore(Indicator):
                     pass
         return outcomes
 
-    def _row_outcome(self, row: Dict[str, Any]) -> _Outcome:
+    def _row_outcome(self, row: Dict[str, Any]) -> ChatOutcome:
         error = row.get("error")
         response = row.get("response") or {}
         if error:
             code = error.get("code") if isinstance(error, dict) else None
             message = error.get("message") if isinstance(error, dict) else error
-            return _Outcome(None, self._redact(f"{code or 'error'}: {message}"))
+            return ChatOutcome(None, self._redact(f"{code or 'error'}: {message}"))
         status = response.get("status_code")
         body = response.get("body")
         if status != 200:
             message = _error_message(body)
             reason = f": {self._redact(message)}" if message else ""
-            return _Outcome(None, f"HTTP {status}{reason}")
+            return ChatOutcome(None, f"HTTP {status}{reason}")
         return self._reply_outcome(_reply_from_body(body))
 
     # ------------------------------------------------------------------------------ estimate
@@ -600,10 +594,17 @@ class GptScore(Indicator):
         return (lambda text: len(encoding.encode(text, disallowed_special=()))), \
             f"tiktoken:{encoding.name}"
 
-    def estimate(self, samples: Sequence[Sample]) -> Dict[str, Any]:
-        requests, _ = self._requests(samples)
+    def request_tokens(self, requests: Sequence[ChatRequest]) -> Tuple[int, str]:
+        """(input tokens of these requests, how they were counted): the messages' text plus the
+        chat framing (:data:`MESSAGE_OVERHEAD_TOKENS` per request, 4 more per extra message)."""
         count, method = self._token_counter()
-        input_tokens = sum(count(r.prompt) + MESSAGE_OVERHEAD_TOKENS for r in requests)
+        total = sum(sum(count(content) for _, content in r.messages) + MESSAGE_OVERHEAD_TOKENS
+                    + 4 * (len(r.messages) - 1) for r in requests)
+        return total, method
+
+    def cost_estimate(self, requests: Sequence[ChatRequest]) -> Dict[str, Any]:
+        """Requests x tokens x price (batch mode halves it); sends nothing, needs no key."""
+        input_tokens, method = self.request_tokens(requests)
         per_reply = self.expected_output_tokens if self.max_tokens is None \
             else min(self.expected_output_tokens, self.max_tokens)
         output_tokens = per_reply * len(requests)
@@ -611,7 +612,7 @@ class GptScore(Indicator):
                 + output_tokens * self.output_price_per_1m) / 1e6
         if self.mode == "batch":
             cost /= 2
-        return {"samples": len(samples), "requests": len(requests), "model": self.model,
+        return {"requests": len(requests), "model": self.model,
                 "mode": self.mode, "input_tokens": input_tokens, "output_tokens": output_tokens,
                 "token_count_method": method, "input_price_per_1m": self.input_price_per_1m,
                 "output_price_per_1m": self.output_price_per_1m,
@@ -619,9 +620,76 @@ class GptScore(Indicator):
                 "cost_usd": round(cost, 4)}
 
 
+@register("gpt")
+class GptScore(OpenAIChat, Indicator):
+    """The paper's GPT score (see the module docstring); the client side is :class:`OpenAIChat`."""
+
+    def __init__(self, model: str = "gpt-4", temperature: float = 1.0,
+                 max_tokens: Optional[int] = None, base_url: Optional[str] = None,
+                 prompt: Optional[str] = None, mode: str = "online", concurrency: int = 32,
+                 timeout: float = 60.0, max_retries: int = 6,
+                 api_key_env: str = "OPENAI_API_KEY", poll_seconds: float = 30.0,
+                 batch_max_requests: int = BATCH_MAX_REQUESTS,
+                 expected_output_tokens: int = 150, input_price_per_1m: float = 30.0,
+                 output_price_per_1m: float = 60.0, progress: bool = True) -> None:
+        super().__init__(model=model, temperature=temperature, max_tokens=max_tokens,
+                         base_url=base_url, mode=mode, concurrency=concurrency, timeout=timeout,
+                         max_retries=max_retries, api_key_env=api_key_env,
+                         poll_seconds=poll_seconds, batch_max_requests=batch_max_requests,
+                         expected_output_tokens=expected_output_tokens,
+                         input_price_per_1m=input_price_per_1m,
+                         output_price_per_1m=output_price_per_1m, progress=progress)
+        self.prompt = JUDGE_PROMPT if prompt is None else str(prompt)
+        self.chunk_size = self.batch_max_requests if mode == "batch" else None
+
+    def settings(self) -> Dict[str, Any]:
+        return {**self.chat_settings(),
+                "prompt_sha256": hashlib.sha256(self.prompt.encode("utf-8")).hexdigest()[:16],
+                "mode": self.mode}
+
+    def _requests(self, samples: Sequence[Sample]) -> Tuple[List[_Request], Dict[int, str]]:
+        """One request per round; samples with nothing to rate get a problem instead."""
+        requests: List[_Request] = []
+        problems: Dict[int, str] = {}
+        seen: Dict[str, int] = {}
+        for index, sample in enumerate(samples):
+            rounds = sample.rounds
+            if not rounds or not any(answer.strip() for _, answer in rounds):
+                problems[index] = "empty answer"
+                continue
+            for number, (instruction, answer) in enumerate(rounds):
+                custom_id = f"{sample.id}#{number}"
+                if custom_id in seen:  # the same sample id twice in one call: keep ids unique
+                    seen[custom_id] += 1
+                    custom_id = f"{custom_id}~{seen[custom_id]}"
+                seen.setdefault(custom_id, 0)
+                prompt = fill_prompt(self.prompt, instruction, answer)
+                requests.append(_Request(custom_id, (("user", prompt),), index, number))
+        return requests, problems
+
+    def score(self, samples: Sequence[Sample]) -> List[IndicatorValue]:
+        requests, problems = self._requests(samples)
+        outcomes = {request.custom_id: outcome
+                    for request, outcome in self.send(requests, desc="gpt score")}
+        per_sample: Dict[int, List[ChatOutcome]] = {}
+        for request in requests:
+            per_sample.setdefault(request.sample, []).append(outcomes[request.custom_id])
+        values = []
+        for index, sample in enumerate(samples):
+            if index in problems:
+                values.append(IndicatorValue(sample.id, None, problems[index]))
+            else:
+                values.append(_combine(sample.id, per_sample[index]))
+        return values
+
+    def estimate(self, samples: Sequence[Sample]) -> Dict[str, Any]:
+        requests, _ = self._requests(samples)
+        return {"samples": len(samples), **self.cost_estimate(requests)}
+
+
 # ---------------------------------------------------------------------------------- helpers
 
-def _combine(sample_id: str, outcomes: List[_Outcome]) -> IndicatorValue:
+def _combine(sample_id: str, outcomes: List[ChatOutcome]) -> IndicatorValue:
     """One sample's value from its rounds' replies: the mean, or the first reasons there is none."""
     replies = [o.reply for o in outcomes]
     scores: List[Optional[float]] = []

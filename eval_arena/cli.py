@@ -1,0 +1,157 @@
+"""``igpt4 eval``: Multi-Modality-Arena-compatible evaluation from the command line.
+
+    igpt4 eval --tester NAME [--tester-arg k=v ...] --datasets gqa,okvqa,... --data-root DIR
+               [--split val] [--sample-num N] [--sample-seed S] [--batch-size B]
+               [--out answers/] [--run-name TIME] [--metric arena|vqa] [--variant full|tiny]
+    igpt4 eval rerun ANSWERS_DIR [--metric arena|vqa] [--print-only]
+    igpt4 eval judge ...   (eval_arena.judge_cli, when present: GPT-judged open-ended answers)
+
+Importing this module costs nothing beyond argparse: the work is imported inside :func:`run`.
+Bad input raises :class:`selector.errors.InputError` (``igpt4`` prints it as one line, exit 2).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Dict, List, Optional
+
+METRIC_CHOICES = ("arena", "vqa")
+
+
+def add_parsers(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``eval`` command (with its ``rerun`` sub-command) to ``subparsers``."""
+    p = subparsers.add_parser(
+        "eval", help="answer VQA test sets with a model and score them like Multi-Modality-Arena",
+        description="Run a tester over Arena-layout datasets; writes OUT/MODEL/TIME/{Dataset}.json "
+        "and result.json. Rerun with the same --run-name to resume an interrupted run.")
+    p.add_argument("--tester", help="model to evaluate (e.g. scripted, minigpt4)")
+    p.add_argument("--tester-arg", dest="tester_args", action="append", default=[],
+                   metavar="KEY=VALUE", help="tester setting (repeatable), e.g. answers=FILE")
+    p.add_argument("--model-name", help="answers folder and model_name field (default: the "
+                   "tester's name)")
+    p.add_argument("--datasets", help="comma-separated: GQA, OKVQA, IconQA, ScienceQA, VQAv2, "
+                   "TextVQA, VizWiz, DocVQA, VSR, OCRVQA (any case), or jsonl:PATH")
+    p.add_argument("--data-root", help="the Arena's DATA_DIR (VQA_Datasets/<Name>/...), a folder "
+                   "of <Name>/ folders, or one dataset's folder")
+    p.add_argument("--split", help="split for every dataset (default: each dataset's Arena split; "
+                   "the paper validates on val)")
+    p.add_argument("--variant", choices=("full", "tiny"), default="full",
+                   help="prompts and sampling of LVLM-eHub (full) or Tiny LVLM-eHub (tiny)")
+    p.add_argument("--sample-num", type=int, help="questions per dataset (default: all, or 50 "
+                   "for --variant tiny); sampled as the Arena samples")
+    p.add_argument("--sample-seed", type=int, help="sampling seed (default 0, or 20230719 for "
+                   "--variant tiny)")
+    p.add_argument("--tiny-indices", metavar="JSONL", help="tiny variant: the Arena's "
+                   "bard_RandomSeed20230719_50samples_per_dataset.jsonl (published subsets)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--out", default="answers", help="answers root (default: answers)")
+    p.add_argument("--run-name", help="run folder name (default: the start time, %%Y%%m%%d%%H%%M%%S); "
+                   "an existing one is resumed")
+    p.add_argument("--metric", choices=METRIC_CHOICES, default="arena",
+                   help="arena: the Arena's word match (default); vqa: official VQA accuracy")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--directory-order", choices=("sorted", "os"), default="sorted",
+                   help="IconQA sample folders: sorted (default, reproducible) or os.listdir "
+                   "order (the Arena's, file-system dependent)")
+
+    judge = _judge_cli()
+    sub = p.add_subparsers(dest="eval_command", metavar="{rerun,judge}" if judge else "{rerun}")
+    r = sub.add_parser("rerun", help="rescore saved answers without a model",
+                       description="Rescore ANSWERS_DIR/*.json and rewrite its result.json.")
+    r.add_argument("answers_dir", help="a run folder: OUT/MODEL/TIME")
+    r.add_argument("--metric", dest="rerun_metric", choices=METRIC_CHOICES, default="arena")
+    r.add_argument("--print-only", action="store_true", help="do not rewrite result.json")
+    if judge is not None:  # ``eval judge`` (GPT-judged open-ended answers) lives in its own module
+        judge.add_judge_parser(sub)
+    return p
+
+
+def _judge_cli() -> Any:
+    try:
+        from . import judge_cli
+    except ImportError:
+        return None
+    return judge_cli
+
+
+def _key_values(pairs: List[str]) -> Dict[str, str]:
+    from selector.errors import InputError
+
+    out: Dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--tester-arg {pair!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute a parsed ``eval`` command; returns the exit status."""
+    from selector.errors import InputError
+
+    if getattr(args, "eval_command", None) == "judge":
+        return _judge_cli().run_judge(args)
+    if getattr(args, "eval_command", None) == "rerun":
+        from .runner import RESULT_FILE, rerun
+
+        results = rerun(args.answers_dir, args.rerun_metric, write=not args.print_only)
+        for name, value in results.items():
+            print(f"{name}:{value}")
+        if not args.print_only:
+            print(f"{args.rerun_metric} accuracies -> {args.answers_dir}/{RESULT_FILE}",
+                  file=sys.stderr)
+        return 0
+
+    missing = [flag for flag, value in (("--tester", args.tester), ("--datasets", args.datasets))
+               if not value]
+    if missing:
+        raise InputError(f"eval needs {' and '.join(missing)} (or: eval rerun ANSWERS_DIR)")
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    if any(not n.lower().startswith("jsonl:") for n in names) and not args.data_root:
+        raise InputError("eval needs --data-root for the Arena datasets")
+
+    from .datasets import build_dataset, read_tiny_positions
+    from .runner import RESULT_FILE, evaluate
+    from .testers import build_tester, tester_name
+
+    positions = read_tiny_positions(args.tiny_indices) if args.tiny_indices else None
+    datasets = [build_dataset(name, args.data_root or ".", split=args.split, variant=args.variant,
+                              sample_num=args.sample_num, sample_seed=args.sample_seed,
+                              directory_order=args.directory_order, tiny_positions=positions)
+                for name in names]
+    tester_args = _key_values(args.tester_args)
+    tester = build_tester(args.tester, tester_args)
+    model_name = args.model_name or tester_name(tester, args.tester)
+    results, folder = evaluate(tester, datasets, args.out, model_name, args.run_name,
+                               args.batch_size, args.metric, args.max_new_tokens,
+                               progress=not args.no_progress,
+                               tester_settings={"name": args.tester, "args": tester_args},
+                               log=lambda line: print(line, flush=True))
+    print(f"{args.metric} accuracies -> {folder / RESULT_FILE}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Stand-alone entry point (``python -m eval_arena.cli eval ...``), as ``igpt4`` runs it."""
+    from selector.errors import EXIT_BAD_INPUT, InputError
+
+    parser = argparse.ArgumentParser(prog="igpt4")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_parsers(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except InputError as exc:
+        if args.debug:
+            raise
+        print(f"igpt4: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("igpt4: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

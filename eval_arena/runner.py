@@ -1,0 +1,258 @@
+"""Run a tester over datasets, Multi-Modality-Arena style, resumably; rescore saved answers.
+
+Output is the Arena's (``LVLM_evaluation/eval.py`` + ``utils/vqa.py``)::
+
+    {out}/{model}/{time}/{Dataset}.json   [{question, answer, gt_answers, image_path, model_name}]
+                                           (+ task_type "VQA" for the tiny variant)
+    {out}/{model}/{time}/result.json      {Dataset: accuracy, ...}
+
+``{time}`` is ``%Y%m%d%H%M%S`` at start unless a run name is given. The Arena writes a dataset's
+answers only at its end, so a crash loses everything; here each batch's predictions are appended to
+``{time}/.igpt4/{Dataset}.jsonl`` (flushed and fsynced before the next batch starts), so a killed
+run loses at most the batch in flight: rerunning with the same run folder re-asks only the
+questions with no saved answer. ``{time}/.igpt4/run.json`` records the settings and a fingerprint of
+each dataset's questions; resuming with different questions is refused. ``result.json`` is
+rewritten after every dataset.
+
+:func:`rerun` rescores the saved ``{Dataset}.json`` files without a model, with either metric.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from selector.errors import InputError
+from selector.jsonio import PathLike, read_json, write_json
+
+from .datasets import TINY, VQADataset
+from .metric import METRICS, accuracy, get_metric
+from .testers import DEFAULT_MAX_NEW_TOKENS, tester_name
+
+RESULT_FILE = "result.json"
+STATE_DIR = ".igpt4"
+RUN_FILE = "run.json"
+TIME_FORMAT = "%Y%m%d%H%M%S"
+
+
+def new_run_name() -> str:
+    """The Arena's run folder name: the start time."""
+    return datetime.datetime.now().strftime(TIME_FORMAT)
+
+
+def answer_record(dataset: VQADataset, index: int, answer: str, model_name: str) -> Dict[str, Any]:
+    """One entry of ``{Dataset}.json``, with the Arena's keys in the Arena's order."""
+    item = dataset.items[index]
+    record = {"question": item.question, "answer": answer, "gt_answers": item.gt_answers,
+              "image_path": item.image_path, "model_name": model_name}
+    if dataset.variant == TINY:
+        record["task_type"] = dataset.task_type
+    return record
+
+
+class PredictionLog:
+    """Append-only JSONL of finished predictions (``{index, answer, question, image_path}``).
+
+    Every :meth:`append` is flushed and fsynced before it returns, so what it wrote survives
+    ``kill -9`` and power loss. A torn last line (killed mid-write) is cut off on :meth:`load`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self, dataset: VQADataset) -> Dict[int, str]:
+        """Saved answers by question index; checks they belong to ``dataset``'s questions."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        end = raw.rfind(b"\n") + 1
+        if end < len(raw):  # a torn final line: drop it so that appends start on a clean line
+            with open(self.path, "r+b") as handle:
+                handle.truncate(end)
+                handle.flush()
+                os.fsync(handle.fileno())
+        done: Dict[int, str] = {}
+        for number, line in enumerate(raw[:end].decode("utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"{self.path}: line {number}"
+            try:
+                record = json.loads(line)
+                index, answer = int(record["index"]), record["answer"]
+            except (ValueError, KeyError, TypeError):
+                raise InputError(f"{where}: not a saved prediction; delete the file to start "
+                                 "this dataset over") from None
+            if not 0 <= index < len(dataset) or not isinstance(answer, str):
+                raise InputError(f"{where}: question index {index} does not fit {dataset.name} "
+                                 f"({len(dataset)} questions)")
+            item = dataset.items[index]
+            if record.get("question") != item.question or record.get("image_path") != item.image_path:
+                raise InputError(f"{where}: saved question {index} differs from {dataset.name}'s "
+                                 "question (other data or sampling); use a new run name")
+            done[index] = answer
+        return done
+
+    def append(self, dataset: VQADataset, answers: Mapping[int, str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new_file = not self.path.exists()
+        lines = "".join(json.dumps({"index": i, "answer": a, "question": dataset.items[i].question,
+                                    "image_path": dataset.items[i].image_path},
+                                   ensure_ascii=False) + "\n" for i, a in answers.items())
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if new_file and hasattr(os, "O_DIRECTORY"):  # make the new file's name durable too
+            descriptor = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+
+
+def _check_outputs(outputs: Any, expected: int, model_name: str) -> List[str]:
+    if not isinstance(outputs, (list, tuple)) or len(outputs) != expected:
+        got = len(outputs) if isinstance(outputs, (list, tuple)) else type(outputs).__name__
+        raise RuntimeError(f"tester {model_name}: batch_generate returned {got} answers for "
+                           f"{expected} questions")
+    bad = [o for o in outputs if not isinstance(o, str)]
+    if bad:
+        raise RuntimeError(f"tester {model_name}: batch_generate returned a non-string answer {bad[0]!r}")
+    return list(outputs)
+
+
+def predict(tester: Any, dataset: VQADataset, log: PredictionLog, batch_size: int = 1,
+            max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, model_name: str = "model",
+            progress: bool = True) -> List[str]:
+    """Every question's answer in dataset order, asking the tester only for unsaved ones,
+    in batches of consecutive questions (as the Arena's DataLoader forms them)."""
+    from tqdm.auto import tqdm
+
+    done = log.load(dataset)
+    todo = [i for i in range(len(dataset)) if i not in done]
+    with tqdm(total=len(dataset), initial=len(done), desc=f"{model_name} {dataset.name}",
+              unit="question", disable=not progress, file=sys.stderr) as bar:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            items = [dataset.items[i] for i in batch]
+            outputs = tester.batch_generate([it.image_path for it in items],
+                                            [it.question for it in items],
+                                            max_new_tokens=max_new_tokens)
+            answers = dict(zip(batch, _check_outputs(outputs, len(batch), model_name)))
+            log.append(dataset, answers)
+            done.update(answers)
+            bar.update(len(batch))
+    return [done[i] for i in range(len(dataset))]
+
+
+def _run_state(folder: Path, settings: Dict[str, Any], datasets: Sequence[VQADataset]) -> Dict[str, Any]:
+    """Load or start ``.igpt4/run.json``; refuse to resume over different questions."""
+    path = folder / STATE_DIR / RUN_FILE
+    state = read_json(path)[0] if path.is_file() else {"datasets": {}}
+    if not isinstance(state, dict) or not isinstance(state.get("datasets"), dict):
+        raise InputError(f"{path}: not a run state file; use a new run name")
+    for dataset in datasets:
+        described = dataset.describe()
+        previous = state["datasets"].get(dataset.name)
+        if previous and previous.get("fingerprint") != described["fingerprint"]:
+            raise InputError(f"{folder}: {dataset.name} was started with other questions "
+                             f"(split {previous.get('split')}, {previous.get('questions')} questions, "
+                             f"sample {previous.get('sample_num')}/{previous.get('sample_seed')}); "
+                             "use a new run name or the same settings")
+        state["datasets"][dataset.name] = described
+    state.update(settings)
+    write_json(path, state)
+    return state
+
+
+def evaluate(tester: Any, datasets: Sequence[VQADataset], out: PathLike = "answers",
+             model_name: Optional[str] = None, run_name: Optional[str] = None,
+             batch_size: int = 1, metric: str = "arena",
+             max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, progress: bool = True,
+             tester_settings: Optional[Mapping[str, Any]] = None,
+             log: Optional[Callable[[str], None]] = None) -> Tuple[Dict[str, float], Path]:
+    """Answer every dataset with ``tester``; write the Arena's files; return
+    ``({Dataset: accuracy}, run folder)``. Rerunning with the same ``run_name`` resumes."""
+    get_metric(metric)
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    names = [d.name for d in datasets]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"dataset {duplicates[0]} is listed twice (answers/{duplicates[0]}.json "
+                         "would be overwritten)")
+    model_name = model_name or tester_name(tester)
+    if not model_name or "/" in model_name or model_name in (".", ".."):
+        raise InputError(f"model name {model_name!r} cannot name a folder")
+    run_name = run_name or new_run_name()
+    folder = Path(out) / model_name / run_name
+    _run_state(folder, {"model_name": model_name, "metric": metric, "max_new_tokens": max_new_tokens,
+                        "batch_size": batch_size, "tester": dict(tester_settings or {})}, datasets)
+    results: Dict[str, float] = {}
+    for dataset in datasets:
+        answers = predict(tester, dataset, PredictionLog(folder / STATE_DIR / f"{dataset.name}.jsonl"),
+                          batch_size, max_new_tokens, model_name, progress)
+        records = [answer_record(dataset, i, a, model_name) for i, a in enumerate(answers)]
+        write_json(folder / f"{dataset.name}.json", records, indent=4)
+        results[dataset.name] = accuracy(records, metric)
+        write_json(folder / RESULT_FILE, results, indent=4)
+        if log:
+            log(f"{dataset.name}:{results[dataset.name]}")
+    return results, folder
+
+
+# --------------------------------------------------------------------------------------- rerun
+def _answer_files(folder: Path) -> List[Path]:
+    files = {p.name: p for p in folder.glob("*.json") if p.name != RESULT_FILE and p.is_file()}
+    order: List[str] = []
+    result = folder / RESULT_FILE
+    if result.is_file():
+        saved = read_json(result)[0]
+        if isinstance(saved, dict):
+            order = [f"{name}.json" for name in saved if f"{name}.json" in files]
+    return [files[n] for n in order] + [files[n] for n in sorted(files) if n not in order]
+
+
+def read_answers(path: Path) -> List[Dict[str, Any]]:
+    """An Arena answers file, checked: a non-empty list of ``{answer, gt_answers, ...}``."""
+    records = read_json(path)[0]
+    if not isinstance(records, list) or not records:
+        raise InputError(f"{path}: expected a non-empty list of answer records")
+    for n, record in enumerate(records):
+        if not isinstance(record, dict) or not isinstance(record.get("answer"), str):
+            raise InputError(f"{path}: item {n}: expected an object with a string 'answer'")
+        gt = record.get("gt_answers")
+        if not (isinstance(gt, str) or isinstance(gt, list) and all(isinstance(a, str) for a in gt)):
+            raise InputError(f"{path}: item {n}: 'gt_answers' must be a string or a list of strings")
+    return records
+
+
+def rerun(answers_dir: PathLike, metric: str = "arena", write: bool = True) -> Dict[str, float]:
+    """Rescore a run folder's saved answers (no model); rewrite its ``result.json`` unless
+    ``write`` is false. Returns ``{Dataset: accuracy}`` in ``result.json``'s order."""
+    get_metric(metric)
+    folder = Path(answers_dir)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder (expected answers/<model>/<time>)")
+    files = _answer_files(folder)
+    if not files:
+        raise InputError(f"{folder}: no answer files (*.json besides result.json); "
+                         "expected an answers/<model>/<time> folder")
+    results = {path.stem: accuracy(read_answers(path), metric) for path in files}
+    if write:
+        write_json(folder / RESULT_FILE, results, indent=4)
+        state_path = folder / STATE_DIR / RUN_FILE
+        if state_path.is_file():
+            state = read_json(state_path)[0]
+            if isinstance(state, dict):
+                state["metric"] = metric
+                write_json(state_path, state)
+    return results
+
+
+__all__ = ["evaluate", "rerun", "predict", "PredictionLog", "answer_record", "read_answers",
+           "new_run_name", "METRICS", "RESULT_FILE", "STATE_DIR"]

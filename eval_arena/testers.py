@@ -1,0 +1,159 @@
+"""Testers: the models under evaluation, behind Multi-Modality-Arena's interface.
+
+An Arena tester (``LVLM_evaluation/models/test_*.py``) has ``generate(image, question,
+max_new_tokens=...)`` and ``batch_generate(image_list, question_list, max_new_tokens=...)``; images
+are paths (or PIL images) and answers are strings. Any object with those two methods can be run by
+:mod:`eval_arena.runner`, including the Arena's own testers.
+
+:data:`TESTERS` maps a name (``--tester NAME``) to a factory called with the ``--tester-arg
+key=value`` pairs as string keyword arguments. Heavy testers (MiniGPT-4, the tiny model) import
+torch and their host stacks inside their factory, never at module import time.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from pathlib import Path
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union,
+                    runtime_checkable)
+
+from selector.errors import InputError
+
+DEFAULT_MAX_NEW_TOKENS = 256  # LVLM_evaluation/utils/vqa.py evaluate_VQA's default
+Image = Any  # a path (str) or a PIL image, as the Arena passes them
+
+
+@runtime_checkable
+class Tester(Protocol):
+    """What the runner needs from a model. ``name`` (optional) names the answers folder."""
+
+    def generate(self, image: Image, question: str,
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> str:
+        ...
+
+    def batch_generate(self, images: Sequence[Image], questions: Sequence[str],
+                       max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> List[str]:
+        ...
+
+
+Answerer = Callable[[str, str], str]
+
+
+class ScriptedTester:
+    """Answers from a table or a function: for tests, and to replay saved predictions.
+
+    ``answers`` is a callable ``(image, question) -> answer`` or a mapping keyed by
+    ``(image, question)`` tuples or by question text. A question it has no answer for gets
+    ``default`` or raises :class:`InputError`. ``delay`` seconds are slept per ``batch_generate``
+    call (to simulate a slow model). ``calls`` records every question asked, in order.
+    """
+
+    def __init__(self, answers: Union[Answerer, Mapping[Any, str]], default: Optional[str] = None,
+                 delay: float = 0.0, name: str = "scripted") -> None:
+        self.answers = answers
+        self.default = default
+        self.delay = float(delay)
+        self.name = name
+        self.calls: List[Tuple[str, str]] = []
+
+    def _answer(self, image: Image, question: str) -> str:
+        self.calls.append((str(image), question))
+        if callable(self.answers):
+            return str(self.answers(str(image), question))
+        for key in ((str(image), question), question):
+            if key in self.answers:
+                return self.answers[key]
+        if self.default is not None:
+            return self.default
+        raise InputError(f"scripted tester: no answer for question {question[:80]!r} "
+                         f"(image {image})")
+
+    def generate(self, image: Image, question: str,
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> str:
+        return self._answer(image, question)
+
+    def batch_generate(self, images: Sequence[Image], questions: Sequence[str],
+                       max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> List[str]:
+        if self.delay:
+            time.sleep(self.delay)
+        return [self._answer(image, question) for image, question in zip(images, questions)]
+
+    @classmethod
+    def from_file(cls, path: Union[str, Path], **kwargs: Any) -> "ScriptedTester":
+        """Replay answers from an Arena answers file (``[{question, answer, image_path, ...}]``),
+        a ``{question: answer}`` JSON object, or JSONL of ``{image_path?, question, answer}``."""
+        from selector.jsonio import read_json, read_text
+
+        path = Path(path)
+        if path.suffix == ".jsonl":
+            records: Any = []
+            for number, line in enumerate(read_text(path)[0].splitlines(), 1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise InputError(f"{path}: line {number}: malformed JSON ({exc.msg})") from None
+        else:
+            records = read_json(path)[0]
+        if isinstance(records, dict) and all(isinstance(v, str) for v in records.values()):
+            return cls(dict(records), **kwargs)
+        if not isinstance(records, list):
+            raise InputError(f"{path}: expected a list of answer records or a {{question: answer}} object")
+        table: Dict[Any, str] = {}
+        for n, record in enumerate(records):
+            if not (isinstance(record, dict) and isinstance(record.get("question"), str)
+                    and isinstance(record.get("answer"), str)):
+                raise InputError(f"{path}: item {n}: expected {{question, answer}} strings")
+            if isinstance(record.get("image_path"), str):
+                table[(record["image_path"], record["question"])] = record["answer"]
+            else:
+                table[record["question"]] = record["answer"]
+        return cls(table, **kwargs)
+
+
+def _scripted_factory(answers: Optional[str] = None, default: Optional[str] = None,
+                      delay: str = "0", name: str = "scripted", echo: str = "") -> ScriptedTester:
+    """``--tester scripted``: ``answers=FILE`` (see :meth:`ScriptedTester.from_file`),
+    ``default=TEXT`` for unknown questions, ``echo=1`` to answer with the question itself,
+    ``delay=SECONDS`` per batch, ``name=NAME`` for the answers folder."""
+    try:
+        seconds = float(delay)
+    except ValueError:
+        raise InputError(f"scripted tester: delay must be a number of seconds, got {delay!r}") from None
+    if echo not in ("", "0", "1"):
+        raise InputError(f"scripted tester: echo must be 0 or 1, got {echo!r}")
+    if echo == "1":
+        return ScriptedTester(lambda image, question: question, delay=seconds, name=name)
+    if answers is None:
+        if default is None:
+            raise InputError("scripted tester needs answers=FILE, default=TEXT or echo=1")
+        return ScriptedTester({}, default=default, delay=seconds, name=name)
+    return ScriptedTester.from_file(answers, default=default, delay=seconds, name=name)
+
+
+# name -> factory(**string kwargs). MiniGPT-4 and tiny-model testers register here (their
+# factories import torch / minigpt4 lazily), e.g. TESTERS["minigpt4"] = _minigpt4_factory.
+TESTERS: Dict[str, Callable[..., Any]] = {
+    "scripted": _scripted_factory,
+}
+
+
+def build_tester(name: str, args: Optional[Mapping[str, str]] = None) -> Any:
+    """Instantiate ``TESTERS[name]`` with string keyword arguments (``--tester-arg k=v``)."""
+    if name not in TESTERS:
+        raise InputError(f"unknown tester {name!r}; choose one of {', '.join(sorted(TESTERS))}")
+    factory, kwargs = TESTERS[name], dict(args or {})
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as exc:
+        raise InputError(f"tester {name!r}: bad --tester-arg ({exc})") from None
+    tester = factory(**kwargs)
+    if not isinstance(tester, Tester):
+        raise TypeError(f"tester factory {name!r} returned {type(tester).__name__}, which lacks "
+                        "generate / batch_generate")
+    return tester
+
+
+def tester_name(tester: Any, fallback: str = "model") -> str:
+    return str(getattr(tester, "name", None) or getattr(tester, "model_name", None) or fallback)
