@@ -137,6 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--allow-missing", action="store_true", help="average the datasets a subset "
                    "has instead of stopping when one is missing (recorded in the file)")
 
+    p = commands.add_parser("run", help="the whole pipeline from one YAML recipe; stages whose "
+                            "inputs and settings are unchanged are skipped")
+    p.add_argument("--config", required=True, help="a recipe: a path, or a shipped name "
+                   "(instructiongpt4.yaml, llava_conversations.yaml, demo.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one recipe setting, e.g. --set pipeline.data=/data/cc "
+                   "(repeatable)")
+    p.add_argument("--from", dest="start", metavar="STAGE", help="start at this stage (the "
+                   "stages before it must be current)")
+    p.add_argument("--until", metavar="STAGE", help="stop after this stage")
+    p.add_argument("--force", action="store_true", help="rerun the stages in range even when "
+                   "current")
+
     p = commands.add_parser("configs", help="list the shipped configs, or print one's path "
                             "(for train.py --cfg-path)")
     p.add_argument("name", nargs="?", help="e.g. minigpt4/instructiongpt4_stage2_finetune.yaml")
@@ -246,6 +259,11 @@ def _run(args: argparse.Namespace) -> int:
 
         datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
         labels_collect_command(args.paths, args.out, datasets, args.allow_missing)
+    elif args.command == "run":
+        from .pipeline import run_pipeline
+
+        pipeline = run_pipeline(args.config, args.overrides, args.start, args.until, args.force)
+        commands.log(f"pipeline -> {pipeline.work} (run_manifest.json)")
     elif args.command == "configs":
         from .settings import config_dir
 

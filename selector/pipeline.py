@@ -1,0 +1,386 @@
+"""``igpt4 run --config configs/pipeline/<recipe>.yaml``: every stage from one YAML recipe.
+
+Stages, in order (a recipe lists the ones it uses under ``pipeline.stages``)::
+
+    generate        (demo only) the toy pool and its tiny models
+    score           indicators + embeddings -> WORK/scores.jsonl, WORK/pool.safetensors
+    split           balanced k-means++ subsets -> WORK/subsets/ (+ launch.sh for the fine-tunes)
+    labels          subset labels -> WORK/labels.json (Arena results, a file, or the demo oracle)
+    train_selector  -> WORK/selector/ (checkpoint + cross-validation report)
+    select          -> WORK/selection/ (filter_cap.json + image/, manifest.json)
+    report          -> WORK/selection/report.html
+    train_config    -> WORK/train_config.yaml: MiniGPT-4 stage 2 on the selection
+
+Each stage has a fingerprint: the hash of its own settings, its external inputs (data files) and
+the fingerprints of the stages it reads from, in the manner of HF datasets' ``map`` fingerprints.
+A stage whose fingerprint and outputs are unchanged is skipped, so a second run recomputes
+nothing and a changed setting recomputes only the stages downstream of it. The expensive work
+inside ``score`` is cached per sample besides (a rerun after a crash resumes). Every run writes
+``WORK/run_manifest.json``: the settings, package versions, input hashes, and per stage whether it
+ran or was current and how long it took.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from .errors import InputError
+from .jsonio import PathLike, read_json, write_json
+
+STAGES = ("generate", "score", "split", "labels", "train_selector", "select", "report",
+          "train_config")
+#: the stages each stage reads from (their fingerprints enter its own)
+UPSTREAM = {"generate": (), "score": ("generate",), "split": ("score",), "labels": ("split",),
+            "train_selector": ("score", "labels"), "select": ("score", "train_selector"),
+            "report": ("select",), "train_config": ("select",)}
+#: the recipe sections each stage's fingerprint covers
+SECTIONS = {"generate": ("demo",), "score": ("score",), "split": ("split",),
+            "labels": ("labels",), "train_selector": ("selector",),
+            "select": ("selector", "select"), "report": ("report",),
+            "train_config": ("train_config", "select")}
+VERSION = 1  # bump when a stage's outputs change meaning
+
+
+class PipelinePaused(Exception):
+    """A stage needs work done outside the pipeline (e.g. the 30 fine-tunes) first."""
+
+
+@dataclass
+class Recipe:
+    settings: Dict[str, Any]
+    source: str
+    work: Path
+    stages: List[str]
+
+    @classmethod
+    def load(cls, config: PathLike, overrides: Sequence[str] = ()) -> "Recipe":
+        from .settings import config_dir, load_settings
+
+        if not Path(config).is_file() and (config_dir() / "pipeline" / str(config)).is_file():
+            config = config_dir() / "pipeline" / str(config)  # a shipped recipe by name
+        settings = load_settings(str(config), overrides, base="pipeline/base.yaml")
+        block = settings["pipeline"]
+        unknown = [s for s in block["stages"] if s not in STAGES]
+        if unknown:
+            raise InputError(f"{config}: unknown stage {unknown[0]!r} (stages: "
+                             f"{', '.join(STAGES)})")
+        stages = [s for s in STAGES if s in block["stages"]]
+        return cls(settings, str(config), Path(block["work"]).expanduser().resolve(), stages)
+
+    def data_path(self) -> Path:
+        data = self.settings["pipeline"].get("data")
+        if "generate" in self.stages:
+            return self.work / "data"
+        if not data:
+            raise InputError(f"{self.source}: pipeline.data is not set (a cc_sbu_align folder or "
+                             "a conversation JSON)")
+        return Path(data).expanduser().resolve()
+
+
+@dataclass
+class StageRecord:
+    fingerprint: str
+    ran: bool
+    seconds: float
+    outputs: List[str] = field(default_factory=list)
+
+
+def _hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def digest_data(path: Path) -> str:
+    """The data's identity: its annotation file's bytes and the names and sizes of its images
+    (hashing every image's bytes would cost more than scoring caches save)."""
+    digest = hashlib.sha256()
+    annotations = path / "filter_cap.json" if path.is_dir() else path
+    if not annotations.is_file():
+        raise InputError(f"{annotations}: data not found")
+    digest.update(annotations.read_bytes())
+    images = path / "image" if path.is_dir() else None
+    if images is not None and images.is_dir():
+        for image in sorted(images.iterdir()):
+            digest.update(f"{image.name}:{image.stat().st_size}".encode())
+    return digest.hexdigest()[:20]
+
+
+class Pipeline:
+    """Runs a :class:`Recipe`'s stages with fingerprint-based skipping."""
+
+    def __init__(self, recipe: Recipe, log: Callable[[str], None] = print) -> None:
+        self.recipe = recipe
+        self.work = recipe.work
+        self.log = log
+        self.state_path = self.work / "pipeline_state.json"
+        self.state: Dict[str, Any] = (read_json(self.state_path)[0]
+                                      if self.state_path.is_file() else {})
+        self.records: Dict[str, StageRecord] = {}
+        self.inputs: Dict[str, str] = {}
+
+    # -- paths shared by stages ----------------------------------------------------------------
+    @property
+    def pool(self) -> Path:
+        return self.work / "pool.safetensors"
+
+    def section(self, name: str) -> Dict[str, Any]:
+        return dict(self.recipe.settings.get(name) or {})
+
+    # -- fingerprints --------------------------------------------------------------------------
+    def fingerprint(self, stage: str) -> str:
+        upstream = {s: self.records[s].fingerprint for s in UPSTREAM[stage] if s in self.records}
+        external = {}
+        if stage == "score" and "generate" not in self.recipe.stages:
+            external["data"] = self.inputs.setdefault("data", digest_data(self.recipe.data_path()))
+        if stage == "labels" and self.section("labels").get("source") == "collect":
+            external["results"] = self._results_digest()
+        if stage == "labels" and self.section("labels").get("file"):
+            external["file"] = _hash(Path(self.section("labels")["file"]).read_bytes().hex())
+        sections = {name: self.recipe.settings.get(name) for name in SECTIONS[stage]}
+        return _hash({"version": VERSION, "stage": stage, "settings": sections,
+                      "upstream": upstream, "external": external})
+
+    def _results_digest(self) -> str:
+        files = sorted((self.work / "subsets").rglob("result.json"))
+        return _hash([(str(f.relative_to(self.work)), f.read_bytes().hex()) for f in files])
+
+    def current(self, stage: str, fingerprint: str) -> bool:
+        saved = self.state.get(stage)
+        return bool(saved) and saved["fingerprint"] == fingerprint and all(
+            (self.work / output).exists() for output in saved["outputs"])
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self, start: Optional[str] = None, until: Optional[str] = None,
+            force: bool = False) -> Dict[str, StageRecord]:
+        stages = self.recipe.stages
+        for name in (start, until):
+            if name is not None and name not in stages:
+                raise InputError(f"--from/--until: {name!r} is not a stage of this recipe "
+                                 f"({', '.join(stages)})")
+        first = stages.index(start) if start else 0
+        last = stages.index(until) if until else len(stages) - 1
+        self.work.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        paused = None
+        try:
+            for index, stage in enumerate(stages[:last + 1]):
+                fingerprint = self.fingerprint(stage)
+                if index < first:
+                    if not self.current(stage, fingerprint):
+                        raise InputError(f"stage {stage} is out of date or missing: run it first "
+                                         f"(drop --from {start})")
+                    self.records[stage] = StageRecord(fingerprint, False, 0.0,
+                                                      self.state[stage]["outputs"])
+                    continue
+                if self.current(stage, fingerprint) and not force:
+                    self.log(f"[{stage}] current, skipped")
+                    self.records[stage] = StageRecord(fingerprint, False, 0.0,
+                                                      self.state[stage]["outputs"])
+                    continue
+                self.log(f"[{stage}] running")
+                began = time.time()
+                outputs = getattr(self, f"stage_{stage}")()
+                record = StageRecord(fingerprint, True, round(time.time() - began, 2),
+                                     [str(Path(o).relative_to(self.work)) for o in outputs])
+                self.records[stage] = record
+                self.state[stage] = {"fingerprint": fingerprint, "outputs": record.outputs,
+                                     "seconds": record.seconds}
+                write_json(self.state_path, self.state)
+                self.log(f"[{stage}] done in {record.seconds:.1f} s")
+        except PipelinePaused as pause:
+            paused = str(pause)
+            self.log(f"pipeline paused: {paused}")
+        finally:
+            self.write_manifest(time.time() - started, paused)
+        return self.records
+
+    def write_manifest(self, seconds: float, paused: Optional[str]) -> None:
+        from .commands import package_versions
+
+        write_json(self.work / "run_manifest.json", {
+            "recipe": self.recipe.source, "settings": self.recipe.settings,
+            "versions": package_versions(), "inputs": self.inputs,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 2),
+            "paused": paused,
+            "stages": {name: {"ran": r.ran, "seconds": r.seconds, "fingerprint": r.fingerprint,
+                              "outputs": r.outputs} for name, r in self.records.items()}})
+
+    # -- stages --------------------------------------------------------------------------------
+    def stage_generate(self) -> List[Path]:
+        from . import toy_data
+
+        demo = self.section("demo")
+        shutil.rmtree(self.work / "data", ignore_errors=True)
+        toy = toy_data.make_toy_pool(self.work / "data", n=int(demo["samples"]),
+                                     bad_fraction=float(demo["bad_fraction"]),
+                                     seed=int(demo["seed"]))
+        overrides = toy_data.build_toy_models(self.work / "toy_models", seed=int(demo["seed"]))
+        write_json(self.work / "toy_models" / "indicator_settings.json", overrides)
+        self.log(f"[generate] TOY data: {len(toy.ids)} procedurally drawn images with captions, "
+                 f"{sum(toy.bad.values())} planted bad; tiny random-weight models")
+        return [self.work / "data", self.work / "toy_models"]
+
+    def indicator_settings(self) -> Dict[str, Any]:
+        from omegaconf import OmegaConf
+
+        from .settings import config_dir
+
+        layers = [OmegaConf.load(config_dir() / "indicators" / "default.yaml")]
+        toy = self.work / "toy_models" / "indicator_settings.json"
+        if "generate" in self.recipe.stages and toy.is_file():
+            layers.append(OmegaConf.create(read_json(toy)[0]))
+        layers.append(OmegaConf.create(self.section("score").get("settings") or {}))
+        return OmegaConf.to_container(OmegaConf.merge(*layers), resolve=True)
+
+    def stage_score(self) -> List[Path]:
+        from .scoring import score
+
+        block = self.section("score")
+        settings = self.indicator_settings()
+        names = list(block.get("indicators") or settings["pool"]["indicators"])
+        settings["pool"]["indicators"] = names
+        table = self.work / "scores.jsonl"
+        summary = score(self.recipe.data_path(), self.work / "cache", table, names, settings,
+                        self.recipe.settings["pipeline"].get("image_root"),
+                        bool(block.get("skip_invalid", False)), self.pool, block.get("pca_from"))
+        if not summary.complete and block.get("strict", False):
+            raise InputError("score: some samples lack a value (score.strict is set)")
+        return [table, self.pool]
+
+    def stage_split(self) -> List[Path]:
+        from .subset_commands import split_command
+
+        block = self.section("split")
+        layout = split_command(self.work / "subsets", self.recipe.data_path(), self.pool,
+                               int(block.get("k", 30)), int(block.get("seed", 0)),
+                               block.get("template"), bool(block.get("slurm", False)), None,
+                               bool(block.get("drop_remainder", False)))
+        return [layout.subsets_file, layout.launcher]
+
+    def stage_labels(self) -> List[Path]:
+        block = self.section("labels")
+        source = block.get("source", "collect")
+        out = self.work / "labels.json"
+        subsets_file = self.work / "subsets" / "subsets.json"
+        if source == "oracle":
+            from . import toy_data
+            from .pool import read_subsets
+
+            toy = toy_data.load_toy_pool(self.work / "data")
+            labels = toy_data.oracle_labels(read_subsets(subsets_file), toy,
+                                            seed=int(self.section("demo").get("seed", 0)))
+            write_json(out, {"labels": labels, "source": "synthetic oracle (toy demo): "
+                             "see selector/toy_data.py oracle_labels"})
+        elif source == "file":
+            if not block.get("file"):
+                raise InputError("labels.source is 'file' but labels.file is not set")
+            shutil.copy(block["file"], out)
+        elif source == "collect":
+            from .subsets import collect_labels
+
+            if not any((self.work / "subsets").rglob("result.json")):
+                raise PipelinePaused(
+                    f"no evaluation results under {self.work / 'subsets'} yet: fine-tune and "
+                    f"evaluate every subset (MINIGPT4_DIR=... ARENA_DATA=... bash "
+                    f"{self.work / 'subsets' / 'launch.sh'}), then run again")
+            collect_labels([self.work / "subsets"], list(block.get("datasets")),
+                           bool(block.get("allow_missing", False)), out=out)
+        else:
+            raise InputError(f"labels.source must be collect, file or oracle (got {source!r})")
+        return [out]
+
+    def selector_settings(self, extra: Sequence[str] = ()) -> Dict[str, Any]:
+        from omegaconf import OmegaConf
+
+        from .settings import config_dir
+
+        merged = OmegaConf.merge(OmegaConf.load(config_dir() / "selector" / "default.yaml"),
+                                 OmegaConf.create(self.section("selector")),
+                                 OmegaConf.from_dotlist(list(extra)))
+        return OmegaConf.to_container(merged, resolve=True)
+
+    def stage_train_selector(self) -> List[Path]:
+        from .commands import train_selector
+
+        subsets = self.work / "subsets" / "subsets.json"
+        labels_file = self.work / "labels.json"
+        if "split" not in self.recipe.stages:
+            subsets = Path(self.section("labels").get("subsets") or subsets)
+        train_selector(self.work / "selector", self.selector_settings(), self.pool, subsets,
+                       labels_file)
+        return [self.work / "selector"]
+
+    def selection_options(self) -> Dict[str, Any]:
+        """The ``selector`` block of the training dataset: the same inputs give the builder the
+        same selection (and its cache key) that this stage made."""
+        settings = self.selector_settings()
+        selection = {k: v for k, v in settings["selection"].items()
+                     if k != "num_samples" and v is not None}
+        return {"checkpoint": str(self.work / "selector"), "pool": str(self.pool),
+                "cache_dir": str(self.work / "cache"),
+                "num_samples": int(self.section("select").get("num_samples",
+                                                              settings["selection"]["num_samples"])),
+                "mode": settings["model"].get("mode", "default"), "selection": selection}
+
+    def stage_select(self) -> List[Path]:
+        from .run_selection import selection_for_run
+
+        options = self.selection_options()
+        data = self.recipe.data_path()
+        if not data.is_dir():
+            options["image_root"] = self.recipe.settings["pipeline"].get("image_root")
+        chosen = selection_for_run(data, options)
+        target = self.work / "selection"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(chosen.folder, target, symlinks=True)
+        self.log(f"[select] {len(chosen.ids)} samples -> {target}")
+        return [target / "manifest.json", target / "selected.txt"]
+
+    def stage_report(self) -> List[Path]:
+        from .report import write_report
+
+        block = self.section("report")
+        path = write_report(self.work / "selection", self.pool, self.work / "selection",
+                            self.work / "selector", self.recipe.data_path(),
+                            int(block.get("examples", 12)))
+        return [path]
+
+    def stage_train_config(self) -> List[Path]:
+        """The training config: the shipped stage-2 recipe with the dataset pointed at the data
+        and the selector, so the builder makes (reuses) this run's selection on the fly."""
+        from omegaconf import OmegaConf
+
+        from .settings import config_dir
+
+        block = self.section("train_config")
+        template = Path(block.get("template") or
+                        config_dir() / "minigpt4" / "instructiongpt4_stage2_finetune.yaml")
+        config = OmegaConf.load(template)
+        data = self.recipe.data_path()
+        name = "cc_sbu_align_selected" if data.is_dir() else "llava_conversations"
+        datasets = config.datasets
+        dataset = datasets.pop(next(iter(datasets)))
+        dataset.build_info = {"storage": str(data)}
+        if name == "llava_conversations":
+            dataset.build_info.image_root = self.recipe.settings["pipeline"].get("image_root")
+        dataset.selector = self.selection_options()
+        datasets[name] = dataset
+        config.run.output_dir = str(self.work / "train_output")
+        for key, value in (block.get("set") or {}).items():
+            OmegaConf.update(config, key, value, force_add=True)
+        out = self.work / "train_config.yaml"
+        OmegaConf.save(config, out)
+        return [out]
+
+
+def run_pipeline(config: PathLike, overrides: Sequence[str] = (), start: Optional[str] = None,
+                 until: Optional[str] = None, force: bool = False) -> Pipeline:
+    from .commands import log
+
+    pipeline = Pipeline(Recipe.load(config, overrides), log=log)
+    pipeline.run(start, until, force)
+    return pipeline
