@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
     results, folder = evaluate(tester, datasets, args.out, model_name, args.run_name,
                                args.batch_size, args.metric, args.max_new_tokens,
                                progress=not args.no_progress,
-                               tester_settings={"name": args.tester, "args": tester_args},
+                               tester_settings={"name": args.tester, "args": tester_args,
+                                                "resolved": getattr(tester, "settings", {})},
                                log=lambda line: print(line, flush=True))
     print(f"{args.metric} accuracies -> {folder / RESULT_FILE}", file=sys.stderr)
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 import time
 from pathlib import Path
 from typing import (Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union,
@@ -132,10 +133,54 @@ def _scripted_factory(answers: Optional[str] = None, default: Optional[str] = No
     return ScriptedTester.from_file(answers, default=default, delay=seconds, name=name)
 
 
-# name -> factory(**string kwargs). MiniGPT-4 and tiny-model testers register here (their
-# factories import torch / minigpt4 lazily), e.g. TESTERS["minigpt4"] = _minigpt4_factory.
+def _seed(seed: Optional[str]) -> Optional[int]:
+    if seed is None or seed == "":
+        return None
+    try:
+        return int(seed)
+    except ValueError:
+        raise InputError(f"tester seed must be an integer, got {seed!r}") from None
+
+
+def _minigpt4_factory(checkout: Optional[str] = None, cfg_path: Optional[str] = None,
+                      ckpt: Optional[str] = None, device: Optional[str] = None,
+                      mode: str = "arena", dtype: str = "auto", seed: Optional[str] = None,
+                      options: str = "", name: str = "MiniGPT-4") -> Any:
+    """``--tester minigpt4``: a model built by a MiniGPT-4 checkout (``checkout=DIR``, default
+    $MINIGPT4_DIR) from ``cfg_path`` (the training config, or a MiniGPT-4 eval config; default:
+    the config saved in ``ckpt``) with ``options="k=v ..."`` as train.py's ``--options``;
+    ``ckpt`` (a training checkpoint) merged over it; ``mode=arena`` (the Arena's sampling) or
+    ``deterministic``; ``device``, ``dtype`` (auto|float32|float16|bfloat16), ``seed``, ``name``.
+    See :mod:`eval_arena.minigpt4_tester`."""
+    from .minigpt4_tester import MiniGPT4Tester, check_mode, parse_options
+
+    check_mode(mode)  # before the slow imports and model building
+    tester = MiniGPT4Tester.from_checkout(checkout, cfg_path or None, ckpt or None, device or None,
+                                          mode, dtype, _seed(seed), parse_options(options), name)
+    print(f"tester {tester.describe()}", file=sys.stderr)
+    return tester
+
+
+def _tiny_factory(cfg_path: Optional[str] = None, ckpt: Optional[str] = None,
+                  device: Optional[str] = None, mode: str = "arena", dtype: str = "auto",
+                  seed: Optional[str] = None, name: str = "tiny") -> Any:
+    """``--tester tiny``: the tiny MiniGPT-4-shaped model, no host: ``cfg_path`` (our training
+    config or configs/models/igpt4_tiny_minigpt4.yaml, the default), ``ckpt`` (a checkpoint of a
+    tiny run), ``mode``, ``device``, ``dtype``, ``seed``, ``name`` as for ``minigpt4``."""
+    from .minigpt4_tester import TinyTester, check_mode
+
+    check_mode(mode)
+    tester = TinyTester.from_config(cfg_path or None, ckpt or None, device or None, mode, dtype,
+                                    _seed(seed), name)
+    print(f"tester {tester.describe()}", file=sys.stderr)
+    return tester
+
+
+# name -> factory(**string kwargs); heavy factories import torch / minigpt4 inside themselves.
 TESTERS: Dict[str, Callable[..., Any]] = {
     "scripted": _scripted_factory,
+    "minigpt4": _minigpt4_factory,
+    "tiny": _tiny_factory,
 }
 
 

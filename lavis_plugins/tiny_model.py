@@ -32,12 +32,16 @@ IMAGE_HERE = "<ImageHere>"
 
 
 def byte_level_tokenizer() -> Any:
-    """A byte-level tokenizer (256 byte symbols + <pad> <s> </s> <unk>), built in memory."""
+    """A byte-level tokenizer (256 byte symbols + <pad> <s> </s> <unk>), built in memory.
+
+    The symbols are sorted: ``ByteLevel.alphabet()`` lists them in an order that changes from one
+    process to the next, and the ids must not, or a checkpoint would meet other token embeddings
+    in the process that evaluates it than in the one that trained it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<s>", "</s>", "<unk>"]
-    vocab = {token: n for n, token in enumerate(specials + pre_tokenizers.ByteLevel.alphabet())}
+    vocab = {token: n for n, token in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))}
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -113,10 +117,18 @@ class TinyMiniGPT4(nn.Module):
     def device(self) -> torch.device:
         return self.llama_proj.weight.device
 
+    @property
+    def llama_tokenizer(self) -> Any:
+        """MiniGPT-4's name for the tokenizer (v1 and HEAD), so that code written against
+        MiniGPT-4 (e.g. eval_arena's MiniGPT-4 tester) runs on this model unchanged."""
+        return self.tokenizer
+
     # -- inputs -------------------------------------------------------------------------------
     def encode_img(self, images: torch.Tensor) -> torch.Tensor:
+        """Image embeddings ``(batch, tokens, llm_hidden)``; MiniGPT-4's own ``encode_img``
+        returns them with an attention mask, ``(embeds, atts)``."""
         with torch.no_grad():
-            features = self.visual_encoder(images.to(self.device, torch.float32))
+            features = self.visual_encoder(images.to(self.device, self.llama_proj.weight.dtype))
         return self.llama_proj(features)
 
     def _ids(self, text: str) -> List[int]:
