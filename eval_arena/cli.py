@@ -87,6 +87,15 @@ def _key_values(pairs: List[str]) -> Dict[str, str]:
     return out
 
 
+def _tester_settings(name: str, arguments: Dict[str, str], tester: Any) -> Dict[str, Any]:
+    """What run.json records of the tester: its name and arguments, and the settings it
+    resolved them to (checkpoint, mode, device...) when it reports them."""
+    settings: Dict[str, Any] = {"name": name, "args": arguments}
+    if getattr(tester, "settings", None):
+        settings["resolved"] = tester.settings
+    return settings
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute a parsed ``eval`` command; returns the exit status."""
     from selector.errors import InputError
@@ -127,8 +136,7 @@ def run(args: argparse.Namespace) -> int:
     results, folder = evaluate(tester, datasets, args.out, model_name, args.run_name,
                                args.batch_size, args.metric, args.max_new_tokens,
                                progress=not args.no_progress,
-                               tester_settings={"name": args.tester, "args": tester_args,
-                                                "resolved": getattr(tester, "settings", {})},
+                               tester_settings=_tester_settings(args.tester, tester_args, tester),
                                log=lambda line: print(line, flush=True))
     print(f"{args.metric} accuracies -> {folder / RESULT_FILE}", file=sys.stderr)
     return 0
