@@ -174,10 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parsers(commands)  # igpt4 eval ..., eval rerun DIR, eval judge ...
 
-    p = commands.add_parser("demo", help="generate a toy pool and run training + selection on it")
+    p = commands.add_parser("demo", help="every stage on a generated TOY pool (drawn images with "
+                            "planted bad captions, tiny models, oracle labels), minutes on a CPU")
     p.add_argument("--out", default="demo_out")
-    p.add_argument("--samples", type=int, default=1200)
+    p.add_argument("--samples", type=int, help="toy pool size (default: the demo recipe's 300)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a demo recipe setting, e.g. --set select.num_samples=20")
     return parser
 
 
@@ -278,7 +281,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "demo":
         from .demo import run_demo
 
-        run_demo(args.out, args.samples, args.seed)
+        run_demo(args.out, args.samples, args.seed, args.overrides)
     return 0
 
 

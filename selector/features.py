@@ -152,13 +152,17 @@ class SentenceTransformerTextEmbedder(Embedder):
     kind = "text"
 
     def __init__(self, model: str = "sentence-transformers/all-MiniLM-L6-v2", batch_size: int = 64,
-                 device: Optional[str] = None, progress: bool = True) -> None:
-        self.model_name, self.batch_size = model, batch_size
-        self.device, self.progress = device, progress
+                 max_length: Optional[int] = None, device: Optional[str] = None,
+                 precision: Optional[str] = None, progress: bool = True) -> None:
+        """``max_length`` caps the model's own ``max_seq_length``; ``precision`` as for the
+        other embedders (the shared ``features.text`` settings carry both)."""
+        self.model_name, self.batch_size, self.max_length = model, batch_size, max_length
+        self.device, self.precision, self.progress = device, precision, progress
         self._model: Any = None
 
     def settings(self) -> Dict[str, Any]:
-        return {"encoder": "sentence_transformers", "model": self.model_name}
+        return {"encoder": "sentence_transformers", "model": self.model_name,
+                "max_length": self.max_length}
 
     def embed(self, samples: Sequence[Sample]) -> Tuple[np.ndarray, List[Optional[str]]]:
         if self._model is None:
@@ -167,11 +171,14 @@ class SentenceTransformerTextEmbedder(Embedder):
             ensure_torchvision_importable()
             from sentence_transformers import SentenceTransformer
 
+            device = resolve_device(self.device)
             try:
-                self._model = SentenceTransformer(self.model_name,
-                                                  device=resolve_device(self.device))
+                self._model = SentenceTransformer(self.model_name, device=device)
             except (OSError, ValueError) as exc:
                 raise load_failure("sentence-transformers model", self.model_name, exc) from None
+            self._model = self._model.to(torch_dtype(device, self.precision))
+            if self.max_length:
+                self._model.max_seq_length = min(self.max_length, self._model.max_seq_length)
         texts = [sample_text(s) for s in samples]
         problems: List[Optional[str]] = [None if t.strip() else "empty answer" for t in texts]
         todo = [i for i, problem in enumerate(problems) if problem is None]

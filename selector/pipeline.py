@@ -221,7 +221,8 @@ class Pipeline:
         overrides = toy_data.build_toy_models(self.work / "toy_models", seed=int(demo["seed"]))
         write_json(self.work / "toy_models" / "indicator_settings.json", overrides)
         self.log(f"[generate] TOY data: {len(toy.ids)} procedurally drawn images with captions, "
-                 f"{sum(toy.bad.values())} planted bad; tiny random-weight models")
+                 f"{sum(toy.bad.values())} planted bad; tiny models trained on separate generated "
+                 f"data ({self.work / 'toy_models' / 'toy_models.json'})")
         return [self.work / "data", self.work / "toy_models"]
 
     def indicator_settings(self) -> Dict[str, Any]:
@@ -255,6 +256,12 @@ class Pipeline:
         from .subset_commands import split_command
 
         block = self.section("split")
+        old = self.work / "subsets"
+        if old.exists():  # another split: keep its fine-tune results, never overwrite them
+            kept = old.with_name(f"subsets.{self.state.get('split', {}).get('fingerprint', 'old')}")
+            shutil.rmtree(kept, ignore_errors=True)
+            old.rename(kept)
+            self.log(f"[split] the previous split (and any results in it) moved to {kept}")
         layout = split_command(self.work / "subsets", self.recipe.data_path(), self.pool,
                                int(block.get("k", 30)), int(block.get("seed", 0)),
                                block.get("template"), bool(block.get("slurm", False)), None,

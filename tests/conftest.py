@@ -112,7 +112,7 @@ def selected_data(tmp_path_factory):
     """(root, cc_sbu_align folder): 120 generated samples with images, their pool file
     (root/pool.safetensors) and a selector trained on toy labels (root/ckpt)."""
     from selector.commands import train_selector
-    from selector.demo import make_toy_pool, oracle_labels
+    from selector.synthetic import make_toy_pool, oracle_labels
     from selector.settings import load_settings
 
     root = tmp_path_factory.mktemp("selected")

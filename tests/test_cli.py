@@ -5,9 +5,10 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from conftest import REPO, assert_one_line_error, make_cc_sbu_align, run_cli
-from selector.demo import make_toy_pool, oracle_labels
+from selector.synthetic import make_toy_pool, oracle_labels
 
 
 def test_help_is_instant_and_imports_nothing_heavy():
@@ -110,15 +111,26 @@ def test_bad_inputs_are_one_line(tmp_path):
 
 
 def test_demo_short_run(tmp_path):
-    result = run_cli("demo", "--out", tmp_path / "demo", "--samples", "400")
-    assert result.returncode == 0, result.stderr
-    assert "TOY data" in result.stderr
-    summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
-    assert summary["selected"] == 20 and summary["planted_bad"] > 40
-    assert summary["bad_kept_by_selector"] < summary["bad_kept_by_random"] or \
-        summary["bad_kept_by_random"] == 0
-    assert summary["mean_quality_selected"] > summary["mean_quality_random"]
-    assert "planted bad samples kept" in result.stdout
+    """The README's main job, shortened: every stage on 90 drawn samples."""
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--out", out, "--samples", "90", "--set", "split.k=6",
+                     "--set", "select.num_samples=12", "--set", "selector.training.epochs=20")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "TOY data and models" in result.stderr
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert summary["pool"] == 90 and summary["selected"] == 12
+    planted = json.loads((out / "data" / "planted.json").read_text())
+    assert summary["planted_bad"] == sum(bool(v["bad"]) for v in planted.values()) > 0
+    selected = (out / "selection" / "selected.txt").read_text().split()
+    assert summary["bad_kept_by_selector"] == sum(bool(planted[i]["bad"]) for i in selected)
+    assert "planted bad samples kept: selector" in result.stdout
+    for name in ("report", "selection", "train_config"):
+        assert Path(summary[name]).is_file() and summary[name] in result.stdout
+    # a second run recomputes nothing
+    again = run_cli("demo", "--out", out, "--samples", "90", "--set", "split.k=6",
+                    "--set", "select.num_samples=12", "--set", "selector.training.epochs=20")
+    assert again.returncode == 0 and "[score] running" not in again.stderr
+    assert json.loads((out / "demo_summary.json").read_text())["selected"] == 12
 
 
 def test_score_exports_and_reruns_from_the_cache(tmp_path):

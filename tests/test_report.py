@@ -28,7 +28,7 @@ from selector.errors import InputError
 pytest.importorskip("matplotlib", reason="matplotlib is not installed (the 'report' extra)")
 
 from selector.commands import select, train_selector  # noqa: E402
-from selector.demo import make_toy_pool  # noqa: E402
+from selector.synthetic import make_toy_pool  # noqa: E402
 from selector.jsonio import write_json  # noqa: E402
 from selector.report import (SECTIONS, THUMBNAIL_PX, report_command, thumbnail,  # noqa: E402
                              write_report)

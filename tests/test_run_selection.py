@@ -7,7 +7,7 @@ import pytest
 
 from conftest import make_cc_sbu_align
 from selector.commands import select, train_selector
-from selector.demo import make_toy_pool, oracle_labels
+from selector.synthetic import make_toy_pool, oracle_labels
 from selector.errors import InputError
 from selector.run_selection import selection_for_run
 from selector.settings import load_settings
