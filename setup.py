@@ -57,6 +57,7 @@ setup(
         "numpy>=1.21",
         "scipy>=1.7",
         "scikit-learn>=1.0",
+        "threadpoolctl>=2.0",
         "safetensors>=0.3",
         "tqdm>=4.60",
         "PyYAML>=5.4",

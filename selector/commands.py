@@ -168,10 +168,10 @@ def select(out: PathLike, settings: Dict[str, Any], pool_path: PathLike,
            captions_path: Optional[PathLike] = None, image_mode: str = "link",
            skip_invalid: bool = False) -> List[str]:
     """Score the pool with a trained selector (or a baseline), cluster, and write the selection."""
+    from .clustering import diversity_clusters
     from .model import check_pool_fits, load_checkpoint, score_features
     from .pool import FeaturePool, read_subsets
-    from .selection import (clusters_from_labels, random_k, select_diverse_top_k,
-                            spectral_clusters, top_k_by)
+    from .selection import random_k, select_diverse_top_k, select_diverse_top_k_labels, top_k_by
 
     pool = FeaturePool.load(pool_path)
     chosen_settings = dict(settings["selection"])
@@ -196,18 +196,17 @@ def select(out: PathLike, settings: Dict[str, Any], pool_path: PathLike,
                         str(pool_path))
         scores = score_features(model, pool.features, progress=True)
         truncate = model.config.mode == "reference"  # the original rule, unfilled
+        rule = dict(k=k, quota_total=chosen_settings.get("quota_total"), truncate_scores=truncate,
+                    fill_to_k=not truncate)
         if clusters_path is not None:
-            clusters = read_subsets(clusters_path)
-        else:
-            labels = spectral_clusters(pool.image, int(chosen_settings["n_clusters"]),
-                                       int(chosen_settings["n_neighbors"]),
-                                       int(chosen_settings["cluster_seed"]))
-            clusters = clusters_from_labels(pool.ids, labels)
-        selection = select_diverse_top_k(pool.ids, scores, clusters, k,
-                                         chosen_settings.get("quota_total"), truncate,
-                                         fill_to_k=not truncate)
+            selection = select_diverse_top_k(pool.ids, scores, read_subsets(clusters_path), **rule)
+            clustering = None
+        else:  # exact spectral clustering, or its scalable approximation on large pools
+            found = diversity_clusters(pool.image, chosen_settings)
+            selection = select_diverse_top_k_labels(pool.ids, scores, found.labels, **rule)
+            clustering = found.info
         selected, cluster_of = selection.selected, selection.cluster_of
-        details = {"quotas": selection.quotas, "rule": selection.rule}
+        details = {"quotas": selection.quotas, "rule": selection.rule, "clustering": clustering}
         if selection.unclustered:
             log(f"warning: {len(selection.unclustered)} samples are in no cluster and were not "
                 "eligible")

@@ -123,8 +123,12 @@ class SelectorNet(nn.Module):
         self.output_shift.copy_(labels.mean())
         self.output_scale.copy_(label_std if label_std > 1e-8 else torch.tensor(1.0))
 
-    def forward(self, x: torch.Tensor, key_padding_mask: Optional[torch.Tensor] = None
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_padding_mask: Optional[torch.Tensor] = None,
+                query_chunk: Optional[int] = None, progress: bool = False) -> torch.Tensor:
+        """``query_chunk`` (reference mode, scoring): attend for that many query positions at a
+        time, each against the whole sequence, so memory is O(query_chunk x L) instead of
+        O(L x L); the result is the same (each query's attention row is computed the same way).
+        ``progress`` shows a bar over those chunks (O(L^2) time: minutes past ~50k samples)."""
         x = (x - self.input_shift) * self.input_scale
         pad = self.config.d_model - self.config.in_dim
         if pad:
@@ -132,10 +136,20 @@ class SelectorNet(nn.Module):
         reference = self.config.mode == "reference"
         if reference:  # sequence-first modules, as the original
             x = x.transpose(0, 1)
-        for attention, linear in zip(self.multihead_attns, self.linears):
+        chunk = query_chunk if reference and query_chunk and query_chunk < len(x) else None
+        for layer, (attention, linear) in enumerate(zip(self.multihead_attns, self.linears)):
             # reference: the original's call (need_weights=True takes the same kernel path)
-            attended, _ = attention(x, x, x, key_padding_mask=key_padding_mask,
-                                    need_weights=reference)
+            if chunk is None:
+                attended, _ = attention(x, x, x, key_padding_mask=key_padding_mask,
+                                        need_weights=reference)
+            else:
+                from tqdm.auto import tqdm
+
+                starts = tqdm(range(0, len(x), chunk), disable=not progress,
+                              desc=f"whole-pool attention, layer {layer + 1}")
+                attended = torch.cat([attention(x[start:start + chunk], x, x,
+                                                key_padding_mask=key_padding_mask,
+                                                need_weights=True)[0] for start in starts])
             x = x + attended if self.config.residual else attended
             x = linear(x) if self.config.n_layers > 1 else x
         scores = self.linear(x).squeeze(-1)
@@ -156,10 +170,47 @@ def _partition(n: int, context: int, rng: np.random.Generator) -> np.ndarray:
     return padded.reshape(n_sets, context)
 
 
-@torch.no_grad()
-def score_features(model: SelectorNet, features: np.ndarray, sets_per_batch: int = 2048,
-                   progress: bool = False) -> np.ndarray:
-    """Score every row of ``features`` [N, in_dim]; returns float64 scores [N]."""
+#: rows (samples) per forward pass when scoring in default mode: bounds the activations
+#: (a few KB per row) whatever the pool size
+CHUNK_ROWS = 1 << 17
+#: bytes of attention weights one reference-mode forward may hold (heads x queries x pool x 4
+#: bytes, about three such buffers live at once)
+REFERENCE_ATTENTION_BYTES = 256 << 20
+#: sets per forward are a multiple of this, so every forward's row count is a multiple of the
+#: CPU kernels' row blocking: scores then do not depend on the chunking, bit for bit
+SET_ALIGNMENT = 64
+
+
+def default_sets_per_batch(context_size: int, chunk_rows: int = CHUNK_ROWS) -> int:
+    sets = max(1, chunk_rows // context_size)
+    return max(SET_ALIGNMENT, sets // SET_ALIGNMENT * SET_ALIGNMENT)
+
+
+def reference_query_chunk(n: int, n_heads: int,
+                          budget_bytes: int = REFERENCE_ATTENTION_BYTES) -> Optional[int]:
+    """Queries per reference-mode attention call: None (the whole pool at once, the original's
+    call) while the full N x N weights fit the budget; else the most that fit (a multiple of 64
+    when that is >= 64, and at least 8: single-row calls take other CPU kernels)."""
+    per_query = 3 * n_heads * n * 4
+    if per_query * n <= budget_bytes:
+        return None
+    chunk = budget_bytes // per_query
+    return chunk // SET_ALIGNMENT * SET_ALIGNMENT if chunk >= SET_ALIGNMENT else max(8, chunk)
+
+
+@torch.inference_mode()
+def score_features(model: SelectorNet, features: np.ndarray,
+                   sets_per_batch: Optional[int] = None, progress: bool = False,
+                   chunk_rows: int = CHUNK_ROWS,
+                   reference_budget_bytes: int = REFERENCE_ATTENTION_BYTES) -> np.ndarray:
+    """Score every row of ``features`` [N, in_dim]; returns float64 scores [N].
+
+    Memory is bounded whatever N: default mode runs ``sets_per_batch`` sets per forward pass
+    (by default as many as fit ``chunk_rows`` rows, a multiple of 64); reference mode, whose
+    every score depends on the whole pool, attends for a chunk of queries at a time against the
+    whole pool (``reference_budget_bytes`` of attention weights; time stays O(N^2)). Chunking
+    changes neither the sets nor what attends to what, so the scores are those of one pass.
+    """
     config = model.config
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or features.shape[1] != config.in_dim:
@@ -168,10 +219,12 @@ def score_features(model: SelectorNet, features: np.ndarray, sets_per_batch: int
     model.eval()
     data = torch.from_numpy(features)
     if config.mode == "reference":
-        return model(data[None])[0].double().numpy()
+        chunk = reference_query_chunk(len(features), config.n_heads, reference_budget_bytes)
+        return model(data[None], query_chunk=chunk, progress=progress)[0].double().numpy()
     from tqdm.auto import tqdm
 
     n = len(features)
+    sets_per_batch = sets_per_batch or default_sets_per_batch(config.context_size, chunk_rows)
     total = np.zeros(n, dtype=np.float64)
     rng = np.random.default_rng(config.score_seed)
     for _ in tqdm(range(config.score_rounds), desc="scoring rounds", disable=not progress):
