@@ -144,22 +144,13 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Stand-alone entry point (``python -m eval_arena.cli eval ...``), as ``igpt4`` runs it."""
-    from selector.errors import EXIT_BAD_INPUT, InputError
+    from selector.errors import run_reporting_errors
 
     parser = argparse.ArgumentParser(prog="igpt4")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     add_parsers(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except InputError as exc:
-        if args.debug:
-            raise
-        print(f"igpt4: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("igpt4: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors(lambda: run(args), args.debug)
 
 
 if __name__ == "__main__":

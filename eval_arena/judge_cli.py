@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from selector.errors import EXIT_BAD_INPUT, InputError
+from selector.errors import EXIT_BAD_INPUT, run_reporting_errors
 
 
 def add_judge_parser(eval_subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:
@@ -85,16 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="igpt4 eval")
     add_judge_parser(parser.add_subparsers(dest="eval_command", required=True))
     args = parser.parse_args(["judge", *(arg for arg in argv if arg != "--debug")])
-    try:
-        return run_judge(args)
-    except InputError as exc:
-        if debug:
-            raise
-        print(f"igpt4: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("igpt4: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors(lambda: run_judge(args), debug)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from .errors import EXIT_BAD_INPUT, InputError
+from .errors import EXIT_BAD_INPUT, InputError, run_reporting_errors
 
 
 def _add_settings(parser: argparse.ArgumentParser, base: str = "selector/default.yaml") -> None:
@@ -287,16 +287,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except InputError as exc:
-        if args.debug:
-            raise
-        print(f"igpt4: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("igpt4: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors(lambda: _run(args), args.debug)
 
 
 if __name__ == "__main__":

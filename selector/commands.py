@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -16,11 +16,12 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def package_versions() -> Dict[str, str]:
+def package_versions(names: Sequence[str] = ("instructiongpt4", "torch", "numpy", "scikit-learn",
+                                             "safetensors")) -> Dict[str, str]:
     from importlib import metadata
 
     versions = {"python": sys.version.split()[0]}
-    for name in ("instructiongpt4", "torch", "numpy", "scikit-learn", "safetensors"):
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

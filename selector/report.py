@@ -23,7 +23,6 @@ import json
 import math
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -588,15 +587,9 @@ def _flatten(value: Any, prefix: str = "") -> List[Tuple[str, Any]]:
 
 
 def report_versions() -> Dict[str, str]:
-    from importlib import metadata
+    from .commands import package_versions
 
-    versions = {"python": sys.version.split()[0]}
-    for name in ("instructiongpt4", "numpy", "scipy", "matplotlib", "Pillow"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+    return package_versions(("instructiongpt4", "numpy", "scipy", "matplotlib", "Pillow"))
 
 
 def _section(anchor: str, body: str) -> str:

@@ -127,3 +127,21 @@ def selected_data(tmp_path_factory):
                    root / "pool.safetensors", root / "subsets.json", root / "labels.json")
     data = make_cc_sbu_align(root / "cc", {i: f"A picture {i}. It shows shapes." for i in pool.ids})
     return root, data
+
+
+MINIGPT4_CHECKOUTS = {"head": "IGPT4_MINIGPT4_HEAD", "v1": "IGPT4_MINIGPT4_V1"}
+
+
+def minigpt4_checkout(version: str) -> Path:
+    """The MiniGPT-4 checkout (``head`` or ``v1``) named by its environment variable; skips with
+    the reason when unset. Its interpreter (MiniGPT-4's requirements + this package) is
+    IGPT4_MINIGPT4_PYTHON."""
+    variable = MINIGPT4_CHECKOUTS[version]
+    value = os.environ.get(variable)
+    if not value:
+        pytest.skip(f"{variable} is not set: point it at a MiniGPT-4 checkout ({version}) to run "
+                    "the tests inside MiniGPT-4 (and IGPT4_MINIGPT4_PYTHON at its interpreter)")
+    checkout = Path(value)
+    if not (checkout / "train.py").is_file() or not (checkout / "minigpt4").is_dir():
+        pytest.fail(f"{variable}={value} is not a MiniGPT-4 checkout (train.py, minigpt4/)")
+    return checkout

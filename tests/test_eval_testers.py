@@ -330,19 +330,10 @@ def test_cli_error_is_one_line(tmp_path, vqa):
 
 
 # ---------------------------------------------------------------------------- MiniGPT-4 hosts
-CHECKOUTS = {"head": "IGPT4_MINIGPT4_HEAD", "v1": "IGPT4_MINIGPT4_V1"}
-
-
 def _checkout(version: str) -> Path:
-    variable = CHECKOUTS[version]
-    value = os.environ.get(variable)
-    if not value:
-        pytest.skip(f"{variable} is not set: point it at a MiniGPT-4 checkout ({version}) to test "
-                    "the minigpt4 tester (and IGPT4_MINIGPT4_PYTHON at its interpreter)")
-    checkout = Path(value)
-    if not (checkout / "minigpt4" / "__init__.py").is_file():
-        pytest.fail(f"{variable}={value} is not a MiniGPT-4 checkout (minigpt4/)")
-    return checkout
+    from conftest import minigpt4_checkout
+
+    return minigpt4_checkout(version)
 
 
 def _host(arguments: List[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -405,8 +396,9 @@ def test_minigpt4_tester_in_a_checkout(version, trained, vqa, tmp_path):
     assert answers["model_only"] == answers["b1"]  # a model-only YAML: same model, same size
     assert answers["seed1"] != answers["b1"]  # options reach the config (other frozen weights)
     state = json.loads((folders["b4"] / ".igpt4" / "run.json").read_text())
-    assert state["tester"] == {"name": "minigpt4", "args": {
-        "checkout": str(checkout), "cfg_path": str(CPU_SMOKE), "ckpt": str(ckpt), "mode": "deterministic"}}
+    assert state["tester"]["name"] == "minigpt4" and state["tester"]["args"] == {
+        "checkout": str(checkout), "cfg_path": str(CPU_SMOKE), "ckpt": str(ckpt), "mode": "deterministic"}
+    assert state["tester"]["resolved"]["arch"] == "igpt4_tiny_minigpt4"  # what it resolved to
 
     # the plain command line, Arena mode (sampled), batches of 3
     arena = _host(["-m", "selector.cli", "eval"] + host + common

@@ -16,19 +16,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKOUTS = {"head": "IGPT4_MINIGPT4_HEAD", "v1": "IGPT4_MINIGPT4_V1"}
-
-
 def _checkout(version: str) -> Path:
-    variable = CHECKOUTS[version]
-    value = os.environ.get(variable)
-    if not value:
-        pytest.skip(f"{variable} is not set: point it at a MiniGPT-4 checkout ({version}) to run "
-                    "the drop-in training test (and IGPT4_MINIGPT4_PYTHON at its interpreter)")
-    checkout = Path(value)
-    if not (checkout / "train.py").is_file() or not (checkout / "minigpt4").is_dir():
-        pytest.fail(f"{variable}={value} is not a MiniGPT-4 checkout (train.py, minigpt4/)")
-    return checkout
+    from conftest import minigpt4_checkout
+
+    return minigpt4_checkout(version)
 
 
 def _snapshot(folder: Path):
