@@ -94,6 +94,15 @@ def _hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def _digest_files(files: Sequence[Path], root: Optional[Path] = None) -> str:
+    """Files by name (relative to ``root``) and bytes, streamed into one hash."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(root) if root else path.name).encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:20]
+
+
 def digest_data(path: Path) -> str:
     """The data's identity: its annotation file's bytes and the names and sizes of its images
     (hashing every image's bytes would cost more than scoring caches save)."""
@@ -139,14 +148,14 @@ class Pipeline:
         if stage == "labels" and self.section("labels").get("source") == "collect":
             external["results"] = self._results_digest()
         if stage == "labels" and self.section("labels").get("file"):
-            external["file"] = _hash(Path(self.section("labels")["file"]).read_bytes().hex())
+            external["file"] = _digest_files([Path(self.section("labels")["file"])])
         sections = {name: self.recipe.settings.get(name) for name in SECTIONS[stage]}
         return _hash({"version": VERSION, "stage": stage, "settings": sections,
                       "upstream": upstream, "external": external})
 
     def _results_digest(self) -> str:
         files = sorted((self.work / "subsets").rglob("result.json"))
-        return _hash([(str(f.relative_to(self.work)), f.read_bytes().hex()) for f in files])
+        return _digest_files(files, self.work)
 
     def current(self, stage: str, fingerprint: str) -> bool:
         saved = self.state.get(stage)
