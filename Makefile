@@ -5,7 +5,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: env demo test clean
+# `make host-test`: the MiniGPT-4 host part of CI alone (needs ../shared/hosts; HOSTENV outside
+# the checkout): builds the host environment, installs us with the README's line, checks no host
+# pin moved, runs the host tests.
+HOSTS   ?= $(abspath ../shared/hosts)
+HOSTENV ?= $(abspath ../igpt4-minigpt4-host)
+
+.PHONY: env demo test host-test clean
 
 env: $(STAMP)
 
@@ -22,6 +28,13 @@ demo: env
 
 test: env
 	$(BIN)/python -m pytest -q tests
+
+host-test: env
+	IGPT4_HOSTS=$(HOSTS) bash .ci/minigpt4_host.sh build $(HOSTENV)
+	IGPT4_MINIGPT4_HEAD=$(HOSTS)/minigpt4-head IGPT4_MINIGPT4_V1=$(HOSTS)/minigpt4-v1 \
+	    IGPT4_MINIGPT4_PYTHON=$(HOSTENV)/bin/python $(BIN)/python -m pytest -q \
+	    tests/test_minigpt4_host.py tests/test_readme_commands.py tests/test_eval_testers.py
+	bash .ci/minigpt4_host.sh test $(HOSTENV)
 
 clean:
 	rm -rf $(VENV) demo_out

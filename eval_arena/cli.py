@@ -23,7 +23,11 @@ def add_parsers(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "eval", help="answer VQA test sets with a model and score them like Multi-Modality-Arena",
         description="Run a tester over Arena-layout datasets; writes OUT/MODEL/TIME/{Dataset}.json "
-        "and result.json. Rerun with the same --run-name to resume an interrupted run.")
+        "and result.json. Rerun with the same --run-name to resume an interrupted run: only "
+        "questions without a saved answer are asked. A run resumes only with the settings it was "
+        "started with (tester, its arguments and resolved settings, the bytes of every file they "
+        "name, --max-new-tokens, --batch-size, the datasets' questions); other settings are "
+        "refused, naming the keys that differ, unless --new-run is given.")
     p.add_argument("--tester", help="model to evaluate (e.g. scripted, minigpt4)")
     p.add_argument("--tester-arg", dest="tester_args", action="append", default=[],
                    metavar="KEY=VALUE", help="tester setting (repeatable), e.g. answers=FILE")
@@ -47,7 +51,9 @@ def add_parsers(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--out", default="answers", help="answers root (default: answers)")
     p.add_argument("--run-name", help="run folder name (default: the start time, %%Y%%m%%d%%H%%M%%S); "
-                   "an existing one is resumed")
+                   "an existing one is resumed when its settings are the same")
+    p.add_argument("--new-run", action="store_true", help="never resume: when the run folder "
+                   "exists, start a new one beside it (NAME-2, NAME-3, ...)")
     p.add_argument("--metric", choices=METRIC_CHOICES, default="arena",
                    help="arena: the Arena's word match (default); vqa: official VQA accuracy")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -58,10 +64,13 @@ def add_parsers(subparsers: Any) -> argparse.ArgumentParser:
     judge = _judge_cli()
     sub = p.add_subparsers(dest="eval_command", metavar="{rerun,judge}" if judge else "{rerun}")
     r = sub.add_parser("rerun", help="rescore saved answers without a model",
-                       description="Rescore ANSWERS_DIR/*.json and rewrite its result.json.")
+                       description="Rescore ANSWERS_DIR/*.json (the answers files) with --metric "
+                       "and write the accuracies to ANSWERS_DIR/result.METRIC.json (e.g. "
+                       "result.vqa.json), beside the run's own result.json, which is never "
+                       "changed.")
     r.add_argument("answers_dir", help="a run folder: OUT/MODEL/TIME")
     r.add_argument("--metric", dest="rerun_metric", choices=METRIC_CHOICES, default="arena")
-    r.add_argument("--print-only", action="store_true", help="do not rewrite result.json")
+    r.add_argument("--print-only", action="store_true", help="print only; write no file")
     if judge is not None:  # ``eval judge`` (GPT-judged open-ended answers) lives in its own module
         judge.add_judge_parser(sub)
     return p
@@ -88,12 +97,68 @@ def _key_values(pairs: List[str]) -> Dict[str, str]:
 
 
 def _tester_settings(name: str, arguments: Dict[str, str], tester: Any) -> Dict[str, Any]:
-    """What run.json records of the tester: its name and arguments, and the settings it
-    resolved them to (checkpoint, mode, device...) when it reports them."""
+    """What run.json records of the tester: its name and arguments, the settings it resolved
+    them to (checkpoint, mode, device...) when it reports them, and the sha256 of every file an
+    argument or a resolved setting names (``files``: a checkpoint overwritten in place is
+    another model; the same bytes under another path are the same one)."""
+    from pathlib import Path
+
+    from selector.atomic import os_error_line
+
+    from .runner import file_sha256
+
     settings: Dict[str, Any] = {"name": name, "args": arguments}
-    if getattr(tester, "settings", None):
-        settings["resolved"] = tester.settings
+    resolved = getattr(tester, "settings", None)
+    if resolved:
+        settings["resolved"] = resolved
+    files: Dict[str, str] = {}
+    hashed: Dict[Path, str] = {}  # each file read once (the checkpoint is both arg and resolved)
+    named = list(arguments.items())
+    named += [(f"resolved.{key}", value) for key, value in dict(resolved or {}).items()
+              if isinstance(value, str)]
+    for key, value in named:
+        path = Path(value).expanduser() if value else None
+        if path is not None and path.is_file():
+            try:
+                if path.resolve() not in hashed:
+                    hashed[path.resolve()] = file_sha256(path)
+            except OSError as exc:
+                raise os_error_line(path, exc, "cannot read") from None
+            files[key] = hashed[path.resolve()]
+    if files:
+        settings["files"] = files
     return settings
+
+
+def _refuse_eval_overlap(args: argparse.Namespace, names: List[str],
+                         tester_args: Dict[str, str]) -> None:
+    """``--out`` (the answers root) never is, holds or lies inside an input: the data root, a
+    JSONL dataset, the tiny indices, or any file or folder a tester argument names (checkpoint,
+    config, scripted answers, checkout)."""
+    from pathlib import Path
+
+    from selector.overlap import refuse_overlap
+
+    named = {f"--tester-arg {key}": value for key, value in tester_args.items()
+             if value and Path(value).expanduser().exists()}
+    refuse_overlap({"--out": args.out}, {
+        "--data-root": args.data_root, "--tiny-indices": args.tiny_indices,
+        "--datasets": [n.split(":", 1)[1] for n in names if n.lower().startswith("jsonl:")],
+        **named})
+
+
+def _refuse_rerun_overlap(answers_dir: str, metric: str) -> None:
+    """``eval rerun`` writes a result file: it must not be one of the answers it reads."""
+    from pathlib import Path
+
+    from selector.overlap import refuse_overlap
+
+    from .runner import _answer_files, rerun_result_path
+
+    folder = Path(answers_dir)
+    if folder.is_dir():
+        refuse_overlap({"result": rerun_result_path(folder, metric)},
+                       {"answers": _answer_files(folder)})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,14 +168,17 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "eval_command", None) == "judge":
         return _judge_cli().run_judge(args)
     if getattr(args, "eval_command", None) == "rerun":
-        from .runner import RESULT_FILE, rerun
+        from .runner import rerun, rerun_result_path
+
+        if not args.print_only:
+            _refuse_rerun_overlap(args.answers_dir, args.rerun_metric)
 
         results = rerun(args.answers_dir, args.rerun_metric, write=not args.print_only)
         for name, value in results.items():
             print(f"{name}:{value}")
         if not args.print_only:
-            print(f"{args.rerun_metric} accuracies -> {args.answers_dir}/{RESULT_FILE}",
-                  file=sys.stderr)
+            print(f"{args.rerun_metric} accuracies -> "
+                  f"{rerun_result_path(args.answers_dir, args.rerun_metric)}", file=sys.stderr)
         return 0
 
     missing = [flag for flag, value in (("--tester", args.tester), ("--datasets", args.datasets))
@@ -125,19 +193,21 @@ def run(args: argparse.Namespace) -> int:
     from .runner import RESULT_FILE, evaluate
     from .testers import build_tester, tester_name
 
+    tester_args = _key_values(args.tester_args)
+    _refuse_eval_overlap(args, names, tester_args)
     positions = read_tiny_positions(args.tiny_indices) if args.tiny_indices else None
     datasets = [build_dataset(name, args.data_root or ".", split=args.split, variant=args.variant,
                               sample_num=args.sample_num, sample_seed=args.sample_seed,
                               directory_order=args.directory_order, tiny_positions=positions)
                 for name in names]
-    tester_args = _key_values(args.tester_args)
     tester = build_tester(args.tester, tester_args)
     model_name = args.model_name or tester_name(tester, args.tester)
     results, folder = evaluate(tester, datasets, args.out, model_name, args.run_name,
                                args.batch_size, args.metric, args.max_new_tokens,
                                progress=not args.no_progress,
                                tester_settings=_tester_settings(args.tester, tester_args, tester),
-                               log=lambda line: print(line, flush=True))
+                               log=lambda line: print(line, flush=True),
+                               new_run=getattr(args, "new_run", False))
     print(f"{args.metric} accuracies -> {folder / RESULT_FILE}", file=sys.stderr)
     return 0
 

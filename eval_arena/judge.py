@@ -24,17 +24,19 @@ Every judgement is cached in ``CACHE/cache.sqlite`` (:class:`selector.store.Stor
 OUT unless ``cache_dir`` says otherwise) as soon as its reply arrives, keyed by a hash of the
 exact messages (question, context, earlier rounds, reference, answer) and of the judge settings
 (model, temperature, max_tokens, server, prompt version and prompt text hash). A rerun sends
-nothing already judged; ``kill -9`` loses at most the requests in flight. Unparseable replies are
-cached with the reply (they were paid for) and *flagged*: excluded from the means and counted;
-``retry_flagged`` asks again. Requests that got no reply (HTTP errors after the SDK's retries,
-timeouts) are not cached: they count as *failed* and a rerun retries them.
+nothing already judged; ``kill -9`` loses at most the requests in flight (the store is
+:class:`selector.store.ReplyStore`, the same per-reply sink the GPT score uses). Delivered
+replies without usable scores (unparseable, out of range, empty) are cached with the reply (they
+were paid for) and *flagged*: excluded from the means and counted; ``retry_flagged`` asks again.
+Requests that got no reply (HTTP errors after the SDK's retries, timeouts, connection errors) are
+not cached: they count as *failed* and a rerun retries them. The API key is redacted from
+everything written (:mod:`selector.redaction`), whatever field a server echoed it in.
 
 Outputs: ``OUT/reviews.jsonl`` (one row per judged round: ids, category, status, both scores,
 the raw reply, the problem) and ``OUT/summary.json``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -47,7 +49,8 @@ from selector.errors import InputError
 from selector.indicators import IndicatorValue
 from selector.indicators.gpt import ChatOutcome, ChatRequest, OpenAIChat
 from selector.jsonio import PathLike, read_json, read_text, write_json
-from selector.store import Store, settings_hash
+from selector.redaction import redact, redact_text
+from selector.store import ReplyStore, Store
 
 from .judge_prompts import PROMPT_SHA256, PROMPT_VERSION, parse_pair, review_messages
 
@@ -107,8 +110,8 @@ class Item:
 
     @property
     def key(self) -> str:
-        canonical = json.dumps(self.messages, ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+        """The cache key: the content hash of the request it sends (``ChatRequest.key``)."""
+        return ChatRequest("", self.messages).key
 
 
 @dataclass
@@ -427,16 +430,15 @@ def summarise(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def _write_jsonl(path: Path, rows: Iterable[Dict[str, Any]]) -> None:
-    """Atomically (a temporary name, then a rename): never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    os.replace(tmp, path)
+    """Atomically (:mod:`selector.atomic`: never half a file), secrets redacted."""
+    from selector.atomic import atomic_open
+
+    with atomic_open(path) as handle:
+        handle.writelines(json.dumps(redact(row), ensure_ascii=False) + "\n" for row in rows)
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(redact_text(message), file=sys.stderr, flush=True)
 
 
 def judge(questions: PathLike, answers: PathLike, out: PathLike,
@@ -458,7 +460,6 @@ def judge(questions: PathLike, answers: PathLike, out: PathLike,
         _log(f"gpt judge: {inputs.unmatched_answers} answer(s) in {answers} match no question "
              f"of {questions}; ignored")
     settings = gpt.settings()
-    settings_key = settings_hash(CACHE_NAME, settings)
     cache = Path(cache_dir if cache_dir is not None else out)
     keys = list(dict.fromkeys(item.key for item in inputs.items))
     first_item = {}
@@ -469,11 +470,15 @@ def judge(questions: PathLike, answers: PathLike, out: PathLike,
         return [ChatRequest(key, first_item[key].messages) for key in keys
                 if key not in stored or (retry_flagged and stored[key].problem is not None)]
 
+    def judgements(store: Store) -> ReplyStore:
+        return ReplyStore(store, CACHE_NAME, settings,
+                          lambda request, outcome: _judgement(first_item[request.key], outcome))
+
     if dry_run:
         stored: Dict[str, IndicatorValue] = {}
         if (cache / "cache.sqlite").is_file():
             with Store(cache) as store:
-                stored = store.get(CACHE_NAME, settings_key, keys)
+                stored = judgements(store).get(keys)
         requests = to_send(stored)
         return {"dry_run": True, "items": len(inputs.items), "missing": len(inputs.missing),
                 "cached": len(keys) - len(requests), **gpt.cost_estimate(requests)}
@@ -481,18 +486,17 @@ def judge(questions: PathLike, answers: PathLike, out: PathLike,
     failures: Dict[str, str] = {}
     with Store(cache) as store:
         gpt.bind(cache)  # batch mode: submitted batches are remembered under CACHE/gpt_batches
-        stored = store.get(CACHE_NAME, settings_key, keys)
+        replies = judgements(store)
+        stored = replies.get(keys)
         requests = to_send(stored)
         if len(requests) < len(keys):
             _log(f"gpt judge: {len(keys) - len(requests)} of {len(keys)} judgements cached; "
                  f"sending {len(requests)}")
-        for request, outcome in gpt.send(requests, desc="gpt judge"):
-            if outcome.reply is None:  # no reply: not cached, the next run asks again
-                failures[request.custom_id] = outcome.problem or "no reply"
-                continue
-            value = _judgement(first_item[request.custom_id], outcome)
-            store.put(CACHE_NAME, settings_key, settings, [(request.custom_id, value)])
-            stored[request.custom_id] = value
+        # each delivered reply is committed by the sink as it arrives; a failure is not cached
+        for request, outcome in gpt.send(requests, desc="gpt judge", sink=replies.keep):
+            if outcome.failed:
+                failures[request.key] = outcome.problem or "no reply"
+        stored = replies.get(keys)
 
     rows = inputs.sort([_review(item, stored.get(item.key), failures.get(item.key))
                         for item in inputs.items] + inputs.missing)
@@ -505,7 +509,7 @@ def judge(questions: PathLike, answers: PathLike, out: PathLike,
                           else str(references), "answers": str(answers),
                           "context": None if context is None else str(context),
                           "unmatched_answers": inputs.unmatched_answers}}
-    write_json(out / SUMMARY_FILE, summary)
+    write_json(out / SUMMARY_FILE, redact(summary))
     _report_problems(rows)
     return summary
 

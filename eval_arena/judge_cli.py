@@ -38,6 +38,8 @@ def add_judge_parser(eval_subparsers: "argparse._SubParsersAction") -> argparse.
     p.add_argument("--max-tokens", type=int, default=1024, help="reply limit (default 1024)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per attempt")
     p.add_argument("--max-retries", type=int, default=6, help="the SDK's retries (429, 5xx)")
+    p.add_argument("--poll-seconds", type=float, default=30.0,
+                   help="batch mode: seconds between polls of a batch (default 30)")
     p.add_argument("--input-price", type=float, default=30.0,
                    help="USD per 1M input tokens, for --dry-run (default: gpt-4's 30)")
     p.add_argument("--output-price", type=float, default=60.0,
@@ -55,12 +57,21 @@ def add_judge_parser(eval_subparsers: "argparse._SubParsersAction") -> argparse.
 
 
 def run_judge(args: argparse.Namespace) -> int:
+    from selector.overlap import refuse_overlap
+
     from .judge import GptJudge, describe, judge
+
+    refuse_overlap({"--out": args.out, "--cache": args.cache}
+                   if args.cache is None or not _same_path(args.cache, args.out)
+                   else {"--out": args.out},
+                   {"--questions": args.questions, "--references": args.references,
+                    "--answers": args.answers, "--context": args.context})
 
     gpt = GptJudge(model=args.model, base_url=args.base_url, mode=args.mode,
                    concurrency=args.concurrency, temperature=args.temperature,
                    max_tokens=args.max_tokens, timeout=args.timeout,
-                   max_retries=args.max_retries, input_price_per_1m=args.input_price,
+                   max_retries=args.max_retries, poll_seconds=args.poll_seconds,
+                   input_price_per_1m=args.input_price,
                    output_price_per_1m=args.output_price)
     summary = judge(args.questions, args.answers, args.out, references=args.references,
                     context=args.context, judge_model=gpt, cache_dir=args.cache,
@@ -76,6 +87,12 @@ def run_judge(args: argparse.Namespace) -> int:
     print(f"reviews -> {args.out}/reviews.jsonl, summary -> {args.out}/summary.json")
     clean = summary["flagged"] == 0 and summary["complete"]
     return EXIT_BAD_INPUT if args.strict and not clean else 0
+
+
+def _same_path(first: str, second: str) -> bool:
+    from selector.overlap import real_path
+
+    return real_path(first) == real_path(second)  # --cache OUT is the default, spelt out
 
 
 def main(argv: Optional[List[str]] = None) -> int:

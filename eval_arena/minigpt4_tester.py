@@ -56,6 +56,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from selector.compat import ensure_torchvision_importable
 from selector.errors import InputError
+from selector.safeload import weights_only_loads
 
 ensure_torchvision_importable()  # transformers imports torchvision
 
@@ -403,7 +404,9 @@ class MiniGPT4Tester:
                 raise InputError(f"{config_path}: model arch {arch!r} is not registered in {folder} "
                                  f"(known: {known}); a config for another MiniGPT-4 version?")
             raw = _with_model_type(raw, model_cls, config_path)
-            with _working_directory(folder):  # relative prompt_path etc. resolve as under train.py
+            # relative prompt_path etc. resolve as under train.py; the host's own torch.load of
+            # model.ckpt (and of any weights the config names) loads weights only, never code
+            with _working_directory(folder), weights_only_loads():
                 config = _host_config(raw, options)
                 try:
                     model = model_cls.from_config(config.model)
@@ -467,7 +470,8 @@ class TinyTester(MiniGPT4Tester):
                              "evaluate it with --tester minigpt4")
         full = OmegaConf.merge(OmegaConf.load(model_config_path()), config)
         try:
-            model = TinyMiniGPT4.build(full.model)
+            with weights_only_loads():  # model.ckpt named by the config or a checkpoint's config
+                model = TinyMiniGPT4.build(full.model)
         except (ValueError, AssertionError, RuntimeError) as exc:
             raise InputError(f"{source}: cannot build the tiny model ({exc})") from None
         loaded = merge_checkpoint(model, state, ckpt) if state is not None else 0

@@ -10,15 +10,22 @@ Output is the Arena's (``LVLM_evaluation/eval.py`` + ``utils/vqa.py``)::
 answers only at its end, so a crash loses everything; here each batch's predictions are appended to
 ``{time}/.igpt4/{Dataset}.jsonl`` (flushed and fsynced before the next batch starts), so a killed
 run loses at most the batch in flight: rerunning with the same run folder re-asks only the
-questions with no saved answer. ``{time}/.igpt4/run.json`` records the settings and a fingerprint of
-each dataset's questions; resuming with different questions is refused. ``result.json`` is
-rewritten after every dataset.
+questions with no saved answer. ``result.json`` is rewritten after every dataset.
 
-:func:`rerun` rescores the saved ``{Dataset}.json`` files without a model, with either metric.
+A resumed run never mixes models: ``{time}/.igpt4/run.json`` records the settings that decide the
+answers (the tester's name, arguments and resolved settings, the sha256 of every file its
+arguments name, e.g. the checkpoint, ``max_new_tokens`` and ``batch_size``) with their
+:func:`fingerprint`, and each dataset's settings with a fingerprint of its questions. Resuming a
+run with any of them different is refused with one line naming the run folder and the differing
+keys; ``new_run=True`` (``igpt4 eval --new-run``) starts a fresh run folder beside it instead.
+
+:func:`rerun` rescores the saved ``{Dataset}.json`` files without a model, with either metric, into
+``result.{metric}.json`` beside the run's ``result.json``, which it never changes.
 """
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import sys
@@ -30,7 +37,7 @@ from selector.jsonio import PathLike, read_json, write_json
 
 from .datasets import TINY, VQADataset
 from .metric import METRICS, accuracy, get_metric
-from .testers import DEFAULT_MAX_NEW_TOKENS, tester_name
+from .testers import ANSWER_NEUTRAL_ARGS, DEFAULT_MAX_NEW_TOKENS, tester_name
 
 RESULT_FILE = "result.json"
 STATE_DIR = ".igpt4"
@@ -149,24 +156,112 @@ def predict(tester: Any, dataset: VQADataset, log: PredictionLog, batch_size: in
     return [done[i] for i in range(len(dataset))]
 
 
-def _run_state(folder: Path, settings: Dict[str, Any], datasets: Sequence[VQADataset]) -> Dict[str, Any]:
-    """Load or start ``.igpt4/run.json``; refuse to resume over different questions."""
+def file_sha256(path: PathLike) -> str:
+    """sha256 of a file's bytes, streamed (a checkpoint can be gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(settings: Mapping[str, Any]) -> str:
+    """The run's settings fingerprint: the store's one canonical-JSON sha256 of settings."""
+    from selector.store import settings_hash
+
+    return settings_hash("eval-run", dict(settings))
+
+
+def answer_settings(tester_settings: Mapping[str, Any], max_new_tokens: int,
+                    batch_size: int) -> Dict[str, Any]:
+    """What decides a run's answers: the tester's settings without the arguments that cannot
+    change an answer (:data:`~eval_arena.testers.ANSWER_NEUTRAL_ARGS`, e.g. the scripted
+    tester's ``delay``), ``max_new_tokens`` and ``batch_size`` (padding and the sampler's state
+    make a batched model's answers depend on its batches)."""
+    tester = json.loads(json.dumps(dict(tester_settings), default=str))  # a plain copy
+    neutral = set(ANSWER_NEUTRAL_ARGS.get(str(tester.get("name")), ()))
+    files = tester.get("files") if isinstance(tester.get("files"), dict) else {}
+    # a file is its bytes (``files``), not how its path was spelled
+    if isinstance(tester.get("args"), dict):
+        tester["args"] = {k: v for k, v in tester["args"].items()
+                          if k not in neutral and k not in files}
+    if isinstance(tester.get("resolved"), dict):
+        tester["resolved"] = {k: v for k, v in tester["resolved"].items()
+                              if f"resolved.{k}" not in files}
+    if files:
+        tester["files"] = {k: v for k, v in files.items() if k not in neutral}
+    return {"tester": tester, "max_new_tokens": max_new_tokens, "batch_size": batch_size}
+
+
+def _flat(value: Any, prefix: str = "") -> Dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: settings as dotted keys, to name what differs."""
+    if isinstance(value, dict) and value:
+        out: Dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def differing_keys(old: Any, new: Any, prefix: str = "") -> List[str]:
+    """The dotted keys whose values differ between two settings trees (missing = different)."""
+    before, after = _flat(old, prefix), _flat(new, prefix)
+    return sorted(k for k in set(before) | set(after)
+                  if k not in before or k not in after or before[k] != after[k])
+
+
+def _run_state(folder: Path, settings: Dict[str, Any], answers: Dict[str, Any],
+               datasets: Sequence[VQADataset]) -> Dict[str, Any]:
+    """Load or start ``.igpt4/run.json``; refuse, before writing anything, to resume a run that
+    was started with other answer settings or other questions."""
     path = folder / STATE_DIR / RUN_FILE
     state = read_json(path)[0] if path.is_file() else {"datasets": {}}
     if not isinstance(state, dict) or not isinstance(state.get("datasets"), dict):
-        raise InputError(f"{path}: not a run state file; use a new run name")
+        raise InputError(f"{path}: not a run state file; use a new run name or --new-run")
+    keys: List[str] = []
+    if path.is_file() and state.get("fingerprint") != fingerprint(answers):
+        # a run state without answer settings (an older version's) cannot be checked: refused
+        keys += differing_keys(state.get("answers"), answers) or ["fingerprint"]
+    other_questions = []
     for dataset in datasets:
-        described = dataset.describe()
+        described = json.loads(json.dumps(dataset.describe(), default=str))
         previous = state["datasets"].get(dataset.name)
-        if previous and previous.get("fingerprint") != described["fingerprint"]:
-            raise InputError(f"{folder}: {dataset.name} was started with other questions "
-                             f"(split {previous.get('split')}, {previous.get('questions')} questions, "
-                             f"sample {previous.get('sample_num')}/{previous.get('sample_seed')}); "
-                             "use a new run name or the same settings")
+        if previous is not None:  # the same questions, however the data root was spelled
+            previous = previous if isinstance(previous, dict) else {"state": previous}
+            changed = differing_keys({k: v for k, v in previous.items() if k != "root"},
+                                     {k: v for k, v in described.items() if k != "root"},
+                                     f"datasets.{dataset.name}")
+            if changed:
+                keys += changed
+                other_questions.append(dataset.name)
         state["datasets"][dataset.name] = described
-    state.update(settings)
+    if keys:
+        what = (f"{', '.join(other_questions)} {'was' if len(other_questions) == 1 else 'were'} "
+                "started with other questions; " if other_questions else "")
+        raise InputError(f"{folder}: {what}this run was started with other settings (differing: "
+                         f"{', '.join(keys)}); resume with the same settings, or pass --new-run "
+                         "to start a new run")
+    state.update(settings, answers=answers, fingerprint=fingerprint(answers))
     write_json(path, state)
     return state
+
+
+def _fresh_folder(parent: Path, run_name: str) -> Path:
+    """``parent/run_name``, or the first free ``run_name-2``, ``run_name-3``, ... beside it."""
+    folder, number = parent / run_name, 1
+    while folder.exists():
+        number += 1
+        folder = parent / f"{run_name}-{number}"
+    return folder
+
+
+def _object_settings(tester: Any) -> Dict[str, Any]:
+    """A tester object's identity when no CLI settings are given: its class and the settings
+    it reports (checkpoint, mode, seed, ... for the MiniGPT-4 testers)."""
+    kind = type(tester)
+    resolved = getattr(tester, "settings", None)
+    return {"class": f"{kind.__module__}.{kind.__qualname__}",
+            "resolved": dict(resolved) if isinstance(resolved, Mapping) else {}}
 
 
 def evaluate(tester: Any, datasets: Sequence[VQADataset], out: PathLike = "answers",
@@ -174,9 +269,13 @@ def evaluate(tester: Any, datasets: Sequence[VQADataset], out: PathLike = "answe
              batch_size: int = 1, metric: str = "arena",
              max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, progress: bool = True,
              tester_settings: Optional[Mapping[str, Any]] = None,
-             log: Optional[Callable[[str], None]] = None) -> Tuple[Dict[str, float], Path]:
+             log: Optional[Callable[[str], None]] = None,
+             new_run: bool = False) -> Tuple[Dict[str, float], Path]:
     """Answer every dataset with ``tester``; write the Arena's files; return
-    ``({Dataset: accuracy}, run folder)``. Rerunning with the same ``run_name`` resumes."""
+    ``({Dataset: accuracy}, run folder)``. Rerunning with the same ``run_name`` resumes when the
+    answer settings are the same (``tester_settings``: what ``igpt4 eval`` resolved; default:
+    the tester's class and ``settings``) and is refused otherwise; ``new_run`` never resumes:
+    an existing run folder gets a fresh one beside it (``NAME-2``, ...)."""
     get_metric(metric)
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
@@ -185,13 +284,23 @@ def evaluate(tester: Any, datasets: Sequence[VQADataset], out: PathLike = "answe
     if duplicates:
         raise InputError(f"dataset {duplicates[0]} is listed twice (answers/{duplicates[0]}.json "
                          "would be overwritten)")
+    clashing = [n for n in names if n == "result" or n.startswith("result.")]
+    if clashing:
+        raise InputError(f"dataset {clashing[0]!r}: its answers file would be the run's "
+                         f"{clashing[0]}.json result file; rename the dataset file")
     model_name = model_name or tester_name(tester)
     if not model_name or "/" in model_name or model_name in (".", ".."):
         raise InputError(f"model name {model_name!r} cannot name a folder")
     run_name = run_name or new_run_name()
+    if not run_name or "/" in run_name or os.sep in run_name or run_name in (".", ".."):
+        raise InputError(f"run name {run_name!r} cannot name a folder")
     folder = Path(out) / model_name / run_name
+    if new_run:
+        folder = _fresh_folder(folder.parent, run_name)
+    tester_block = dict(tester_settings) if tester_settings is not None else _object_settings(tester)
     _run_state(folder, {"model_name": model_name, "metric": metric, "max_new_tokens": max_new_tokens,
-                        "batch_size": batch_size, "tester": dict(tester_settings or {})}, datasets)
+                        "batch_size": batch_size, "tester": tester_block},
+               answer_settings(tester_block, max_new_tokens, batch_size), datasets)
     results: Dict[str, float] = {}
     for dataset in datasets:
         answers = predict(tester, dataset, PredictionLog(folder / STATE_DIR / f"{dataset.name}.jsonl"),
@@ -206,8 +315,18 @@ def evaluate(tester: Any, datasets: Sequence[VQADataset], out: PathLike = "answe
 
 
 # --------------------------------------------------------------------------------------- rerun
+def is_result_file(name: str) -> bool:
+    """``result.json`` (the run's) or ``result.{metric}.json`` (a rerun's): not answers."""
+    return name == RESULT_FILE or name.startswith("result.") and name.endswith(".json")
+
+
+def rerun_result_path(answers_dir: PathLike, metric: str) -> Path:
+    """Where ``eval rerun`` writes: ``result.{metric}.json`` beside the run's ``result.json``."""
+    return Path(answers_dir) / f"result.{metric}.json"
+
+
 def _answer_files(folder: Path) -> List[Path]:
-    files = {p.name: p for p in folder.glob("*.json") if p.name != RESULT_FILE and p.is_file()}
+    files = {p.name: p for p in folder.glob("*.json") if not is_result_file(p.name) and p.is_file()}
     order: List[str] = []
     result = folder / RESULT_FILE
     if result.is_file():
@@ -232,8 +351,10 @@ def read_answers(path: Path) -> List[Dict[str, Any]]:
 
 
 def rerun(answers_dir: PathLike, metric: str = "arena", write: bool = True) -> Dict[str, float]:
-    """Rescore a run folder's saved answers (no model); rewrite its ``result.json`` unless
-    ``write`` is false. Returns ``{Dataset: accuracy}`` in ``result.json``'s order."""
+    """Rescore a run folder's saved answers (no model) and, unless ``write`` is false, write them
+    to :func:`rerun_result_path` (``result.{metric}.json``). The run's own ``result.json`` and
+    its state are never changed: what the run measured stays as it measured it. Returns
+    ``{Dataset: accuracy}`` in ``result.json``'s order."""
     get_metric(metric)
     folder = Path(answers_dir)
     if not folder.is_dir():
@@ -244,15 +365,10 @@ def rerun(answers_dir: PathLike, metric: str = "arena", write: bool = True) -> D
                          "expected an answers/<model>/<time> folder")
     results = {path.stem: accuracy(read_answers(path), metric) for path in files}
     if write:
-        write_json(folder / RESULT_FILE, results, indent=4)
-        state_path = folder / STATE_DIR / RUN_FILE
-        if state_path.is_file():
-            state = read_json(state_path)[0]
-            if isinstance(state, dict):
-                state["metric"] = metric
-                write_json(state_path, state)
+        write_json(rerun_result_path(folder, metric), results, indent=4)
     return results
 
 
 __all__ = ["evaluate", "rerun", "predict", "PredictionLog", "answer_record", "read_answers",
-           "new_run_name", "METRICS", "RESULT_FILE", "STATE_DIR"]
+           "new_run_name", "fingerprint", "answer_settings", "differing_keys", "file_sha256",
+           "rerun_result_path", "is_result_file", "METRICS", "RESULT_FILE", "STATE_DIR"]

@@ -184,6 +184,11 @@ TESTERS: Dict[str, Callable[..., Any]] = {
 }
 
 
+#: tester arguments that cannot change an answer, left out of a run's settings fingerprint (so a
+#: resumed run may change them): the scripted tester's simulated slowness.
+ANSWER_NEUTRAL_ARGS: Dict[str, Tuple[str, ...]] = {"scripted": ("delay",)}
+
+
 def build_tester(name: str, args: Optional[Mapping[str, str]] = None) -> Any:
     """Instantiate ``TESTERS[name]`` with string keyword arguments (``--tester-arg k=v``)."""
     if name not in TESTERS:

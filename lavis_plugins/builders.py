@@ -33,10 +33,14 @@ def _options(config: Any) -> Dict[str, Any]:
 
 
 def _select(storage: str, options: Dict[str, Any]):
-    """(samples kept, selection or None) for a builder's data."""
+    """(samples kept, selection or None) for a builder's data (``igpt4:smoke``: the smoke set,
+    :mod:`lavis_plugins.smoke`)."""
     from selector.data import read_pool
     from selector.run_selection import selection_for_run
 
+    from .smoke import resolve
+
+    storage, options = resolve(storage, options)
     pool = read_pool(storage, options.get("image_root"))
     if not options.get("checkpoint"):
         return pool.samples, None
@@ -59,7 +63,9 @@ def builder_classes(host: Host) -> Dict[str, type]:
 
             self.build_processors()
             options = _options(self.config)
-            if not options.get("checkpoint"):
+            from .smoke import SMOKE
+
+            if not options.get("checkpoint") and str(self.config.build_info.storage) != SMOKE:
                 raise InputError("cc_sbu_align_selected: selector.checkpoint is not set (use the "
                                  "stock cc_sbu_align builder to train on every sample)")
             samples, chosen = _select(str(self.config.build_info.storage), options)

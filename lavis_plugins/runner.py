@@ -11,9 +11,11 @@ torch.distributed it changes nothing but the output folder. What it fixes:
 * AMP's GradScaler is CUDA-only: on a CPU ``amp`` is off.
 * LAVIS calls ``dist.barrier()`` after every epoch even when not distributed: without a process
   group that barrier is skipped.
-* A relative ``run.output_dir`` lands inside the host package (``library_root``): it is resolved
-  against the working directory instead, and the selection the data came from (ids, scores,
-  settings) is copied into the run's output folder.
+* A relative ``run.output_dir`` lands inside the host package (``library_root``), i.e. inside the
+  checkout: it is placed under :func:`selector.paths.runs_dir` instead (``$IGPT4_RUNS``, default
+  ``~/.local/share/instructiongpt4/runs``), never under the checkout or the working directory
+  (``train.py`` runs from the checkout). An absolute one is used as given. The selection the data
+  came from (ids, scores, settings) is copied into the run's output folder.
 * ``run.device: cuda`` on a machine without CUDA falls back to the CPU, with a warning.
 """
 from __future__ import annotations
@@ -59,8 +61,13 @@ def runner_class(host: Any) -> type:
         def __init__(self, cfg: Any, task: Any, model: Any, datasets: Any, job_id: str) -> None:
             run = cfg.run_cfg
             output = Path(str(run.output_dir)).expanduser()
-            run.output_dir = str(output if output.is_absolute() else Path.cwd() / output)
+            if not output.is_absolute():
+                from selector.paths import runs_dir
+
+                output = runs_dir() / output
+            run.output_dir = str(output)
             super().__init__(cfg=cfg, task=task, model=model, datasets=datasets, job_id=job_id)
+            logging.info("instructiongpt4: this run writes to %s", self.output_dir)
             self._keep_selections()
 
         def _keep_selections(self) -> None:

@@ -216,8 +216,15 @@ class TinyMiniGPT4(nn.Module):
 
     # -- checkpoints --------------------------------------------------------------------------
     def load_trained(self, path: str) -> None:
-        """Load a runner checkpoint (``{"model": state_dict of the trainable part, ...}``)."""
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        """Load a runner checkpoint (``{"model": state_dict of the trainable part, ...}``),
+        weights only: a checkpoint named in a config (or in another checkpoint's saved config)
+        never runs code."""
+        from selector.safeload import torch_load
+
+        state = torch_load(path, "tiny model checkpoint")
+        if not isinstance(state, dict):
+            raise ValueError(f"{path}: not a checkpoint of this tiny model (a "
+                             f"{type(state).__name__}, expected a state dict)")
         missing, unexpected = self.load_state_dict(state.get("model", state), strict=False)
         if unexpected or any(name.startswith("llama_proj") for name in missing):
             raise ValueError(f"{path}: not a checkpoint of this tiny model "

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from selector.errors import EXIT_BAD_INPUT, InputError
+from selector.errors import InputError
 
 
 def find_minigpt4_checkout(explicit: Optional[str] = None) -> Optional[Path]:
@@ -88,28 +88,31 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="default: minigpt4 when a checkout is found, else lavis")
     parser.add_argument("--host-dir", help="MiniGPT-4 checkout (default: $MINIGPT4_DIR or cwd)")
     args = parser.parse_args(argv)
-    try:
-        if not Path(args.cfg_path).is_file():
-            raise InputError(f"{args.cfg_path}: config file not found")
-        cfg_path = str(Path(args.cfg_path).resolve())
-        checkout = find_minigpt4_checkout(args.host_dir) if args.host != "lavis" else None
-        if checkout is not None:
-            forwarded = ["--cfg-path", cfg_path] + (["--options"] + args.options
-                                                    if args.options else [])
-            run_minigpt4(checkout, forwarded)
-        elif args.host == "minigpt4":
-            raise InputError("no MiniGPT-4 checkout found: run from its root, or give --host-dir "
-                             "or MINIGPT4_DIR")
-        else:
-            from . import require_host
+    from selector.errors import run_reporting_errors
 
-            if "lavis" not in require_host():
-                raise InputError("salesforce LAVIS is not installed and no MiniGPT-4 checkout "
-                                 "was found (run from its root, or give --host-dir)")
-            run_lavis(cfg_path, args.options)
-    except InputError as exc:
-        print(f"lavis_plugins.train: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    return run_reporting_errors(lambda: _train(args), prog="lavis_plugins.train")
+
+
+def _train(args: argparse.Namespace) -> int:
+    """The work of :func:`main`: bad input raises InputError (one line, exit 2)."""
+    if not Path(args.cfg_path).is_file():
+        raise InputError(f"{args.cfg_path}: config file not found")
+    cfg_path = str(Path(args.cfg_path).resolve())
+    checkout = find_minigpt4_checkout(args.host_dir) if args.host != "lavis" else None
+    if checkout is not None:
+        forwarded = ["--cfg-path", cfg_path] + (["--options"] + args.options
+                                                if args.options else [])
+        run_minigpt4(checkout, forwarded)
+    elif args.host == "minigpt4":
+        raise InputError("no MiniGPT-4 checkout found: run from its root, or give --host-dir "
+                         "or MINIGPT4_DIR")
+    else:
+        from . import require_host
+
+        if "lavis" not in require_host():
+            raise InputError("salesforce LAVIS is not installed and no MiniGPT-4 checkout "
+                             "was found (run from its root, or give --host-dir)")
+        run_lavis(cfg_path, args.options)
     return 0
 
 

@@ -18,6 +18,12 @@ def _add_settings(parser: argparse.ArgumentParser, base: str = "selector/default
                         "--set training.epochs=50 (repeatable)")
 
 
+def _add_encoding(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--encoding", metavar="ENC", help="decode the text files this command "
+                        "reads with ENC (e.g. gb18030, latin-1) instead of detecting UTF-8 or "
+                        "GB18030 and refusing text that reads as mojibake")
+
+
 def _add_data_out(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="CC_SBU_ALIGN_DIR",
                         help="the cc_sbu_align folder: OUT becomes a complete cc_sbu_align folder "
@@ -42,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--num", type=int, default=200, help="samples to keep (default 200)")
     _add_data_out(p)
+    _add_encoding(p)
 
     p = commands.add_parser("train-selector", help="fit the selector on labelled subsets, "
                             "with leave-one-subset-out cross-validation")
@@ -52,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "image_matrix.pt, text_matrix.pt, labels.json)")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     _add_settings(p)
+    _add_encoding(p)
 
     p = commands.add_parser("select", help="score a pool with a trained selector and keep a "
                             "diverse high-quality subset")
@@ -67,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     _add_data_out(p)
     _add_settings(p)
+    _add_encoding(p)
 
     p = commands.add_parser("score", help="compute indicators for every sample (cached, "
                             "resumable) and export a flat table")
@@ -87,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 2 when any sample has no value "
                    "for an indicator or an embedding")
     _add_settings(p, "indicators/default.yaml")
+    _add_encoding(p)
 
     p = commands.add_parser("validate", help="check a data set (cc_sbu_align folder or "
                             "conversation JSON) and report invalid samples")
@@ -95,12 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-invalid", action="store_true", help="report every invalid sample "
                    "instead of stopping at the first")
     p.add_argument("--report", help="write the skip report here (JSON)")
+    _add_encoding(p)
 
     p = commands.add_parser("parse-gpt", help="parse GPT judge replies into scores")
     p.add_argument("replies", help="JSON with {annotations: [{image_id, caption, gpt_score: "
                    "reply text}]} (UTF-8 or GB18030)")
     p.add_argument("--out", required=True, help="JSON with the integer gpt_score per sample")
     p.add_argument("--strict", action="store_true", help="exit 2 when any reply has no score")
+    _add_encoding(p)
 
     p = commands.add_parser("split", help="balanced k-means++ subsets of the pool, each a "
                             "cc_sbu_align folder + MiniGPT-4 fine-tune config, and a launcher "
@@ -123,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "each, the N %% k surplus samples dropped (default: sizes differ by one)")
     p.add_argument("--copy-images", action="store_true",
                    help="copy images into the subset folders instead of symlinking them")
+    _add_encoding(p)
 
     p = commands.add_parser("labels", help="subset labels from evaluation results")
     actions = p.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
@@ -190,9 +203,22 @@ def _settings(args: argparse.Namespace, extra: Optional[List[str]] = None):
     return load_settings(args.config, list(args.overrides) + list(extra or []))
 
 
+#: counts given on the command line that must be whole numbers >= 1 (0 never means "the default")
+_COUNTS = {"num": "--num", "k": "--k", "samples": "--samples"}
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    for name, flag in _COUNTS.items():
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be a whole number >= 1, not {value}")
+
+
 def _run(args: argparse.Namespace) -> int:
     from . import commands
 
+    commands.refuse_command_overlap(args)  # before anything is written: outputs vs inputs
+    _check_counts(args)
     image_mode = "copy" if getattr(args, "copy_images", False) else "link"
     if args.command == "reference-select":
         selected = commands.reference_select(args.repo, args.out, args.data, args.num, image_mode,
@@ -205,7 +231,7 @@ def _run(args: argparse.Namespace) -> int:
         commands.log(f"selector checkpoint -> {args.out} (best epoch {report['best_epoch']}, "
                      f"held-out MSE {report['final'].get('val_mse', float('nan')):.4f})")
     elif args.command == "select":
-        extra = [f"selection.num_samples={args.num}"] if args.num else []
+        extra = [f"selection.num_samples={args.num}"] if args.num is not None else []
         selected = commands.select(args.out, _settings(args, extra), args.pool, args.checkpoint,
                                    args.clusters, args.baseline, args.data, args.captions,
                                    image_mode, args.skip_invalid)
@@ -287,7 +313,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_reporting_errors(lambda: _run(args), args.debug)
+    return run_reporting_errors(lambda: _run_decoding(args), args.debug)
+
+
+def _run_decoding(args: argparse.Namespace) -> int:
+    """``--encoding`` holds for every text file the command reads (one setting, not a parameter
+    threaded through every reader)."""
+    from .jsonio import text_encoding
+
+    with text_encoding(getattr(args, "encoding", None)):
+        return _run(args)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -197,3 +197,29 @@ def diversity_clusters(embeddings: np.ndarray, settings: Mapping[str, Any]) -> D
         info.update(scalable, timings={k: round(v, 3) for k, v in timings.items()})
     info["seconds"] = round(time.perf_counter() - started, 3)
     return DiversityClustering(np.asarray(labels), method, info)
+
+
+def read_clusters(path: Any, pool_ids: Sequence[str], k: Optional[int] = None
+                  ) -> Dict[str, List[str]]:
+    """A clusters file ``{cluster: [ids]}`` checked against the pool it clusters.
+
+    An id the pool lacks is an error naming the ids, not a sample quietly dropped: a clusters file
+    made for another pool (or with mistyped ids) would otherwise select fewer samples, or other
+    ones, than asked. With ``k``, the clusters must hold at least ``k`` pool samples (the rule
+    only selects clustered samples)."""
+    from .pool import read_subsets
+
+    clusters = read_subsets(path)
+    known = set(pool_ids)
+    unknown = [sample_id for members in clusters.values() for sample_id in members
+               if sample_id not in known]
+    if unknown:
+        shown = ", ".join(repr(sample_id) for sample_id in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise InputError(f"{path}: {len(unknown)} ids are not in the pool: {shown}{more} (a "
+                         "clusters file may only name the pool's samples)")
+    clustered = sum(len(members) for members in clusters.values())
+    if k is not None and clustered < k:
+        raise InputError(f"{path}: the clusters hold {clustered} of the pool's samples; cannot "
+                         f"select {k} (only clustered samples are eligible)")
+    return clusters

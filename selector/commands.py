@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .atomic import write_text
 from .errors import InputError
 from .jsonio import PathLike, write_json
 
@@ -29,6 +30,46 @@ def package_versions(names: Sequence[str] = ("instructiongpt4", "torch", "numpy"
     return versions
 
 
+def _settings_file(args: Any) -> Optional[str]:
+    """The ``--config`` a command reads, as a path when it is one (a shipped name is no user file)."""
+    value = getattr(args, "config", None)
+    return value if value and Path(value).expanduser().exists() else None
+
+
+def refuse_command_overlap(args: Any) -> None:
+    """Before a command writes anything: refuse an output that is, contains or lies inside one of
+    its inputs (:func:`selector.overlap.refuse_overlap`), for every ``igpt4`` command that writes.
+    ``args`` is the parsed command line; ``eval`` checks its own (:mod:`eval_arena.cli`)."""
+    from .overlap import refuse_overlap
+
+    command = args.command
+    config = _settings_file(args)
+    if command == "reference-select":
+        refuse_overlap({"--out": args.out}, {"--repo": args.repo, "--data": args.data})
+    elif command == "train-selector":
+        refuse_overlap({"--out": args.out}, {"--pool": args.pool, "--subsets": args.subsets,
+                                             "--labels": args.labels, "--repo": args.repo,
+                                             "--config": config})
+    elif command == "select":
+        refuse_overlap({"--out": args.out}, {
+            "--pool": args.pool, "--checkpoint": args.checkpoint, "--clusters": args.clusters,
+            "--data": args.data, "--captions": args.captions, "--config": config})
+    elif command == "score":
+        refuse_overlap({"--out": args.out, "--pool-out": args.pool_out, "--work": args.work},
+                       {"--data": args.data, "--image-root": args.image_root,
+                        "--pca-from": args.pca_from, "--config": config})
+    elif command == "validate":
+        refuse_overlap({"--report": args.report}, {"data": args.data,
+                                                   "--image-root": args.image_root})
+    elif command == "parse-gpt":
+        refuse_overlap({"--out": args.out}, {"replies": args.replies})
+    elif command == "split":
+        refuse_overlap({"--out": args.out}, {"--pool": args.pool, "--subsets": args.subsets,
+                                             "--data": args.data, "--template": args.template})
+    elif command == "labels":
+        refuse_overlap({"--out": args.out}, {"PATH": list(args.paths)})
+
+
 def write_selection(out: PathLike, ids: List[str], scores: np.ndarray, selected: List[str],
                     settings: Dict[str, Any], cluster_of: Optional[Dict[str, str]] = None,
                     captions: Optional[Dict[str, str]] = None, data_dir: Optional[PathLike] = None,
@@ -37,8 +78,10 @@ def write_selection(out: PathLike, ids: List[str], scores: np.ndarray, selected:
     """``OUT/filter_cap.json`` (+ ``OUT/image/`` when the data folder is given) and
     ``OUT/manifest.json`` with every sample's score, cluster and whether it was selected."""
     from .data import read_cc_sbu_align, write_cc_sbu_align
+    from .overlap import refuse_overlap
 
     out = Path(out)
+    refuse_overlap({"--out": out}, {"--data": data_dir})  # also when called as a library
     if data_dir is not None:
         pool = read_cc_sbu_align(data_dir, skip_invalid=skip_invalid)
         if pool.skipped:
@@ -60,8 +103,10 @@ def write_selection(out: PathLike, ids: List[str], scores: np.ndarray, selected:
                    indent=4)
     else:
         log("no data folder or captions given: wrote the selected ids only (selected.txt)")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "selected.txt").write_text("".join(f"{i}\n" for i in selected), encoding="utf-8")
+    from .data import check_sample_ids
+
+    check_sample_ids(selected, "selection")  # one id per line: no id may hold a line break
+    write_text(out / "selected.txt", "".join(f"{i}\n" for i in selected))
     chosen = set(selected)
     cluster_of = cluster_of or {}
     write_json(out / "manifest.json", {
@@ -83,16 +128,25 @@ def reference_select(repo: PathLike, out: PathLike, data_dir: Optional[PathLike]
                      skip_invalid: bool = False) -> List[str]:
     """The released InstructionGPT-4 selection, recomputed from a checkout of the original data
     layout: released checkpoint (reference mode), released spectral clusters, int-truncated ranking."""
+    from .clustering import read_clusters
     from .model import load_reference_checkpoint, score_features
-    from .reference import ReferenceRepo
+    from .reference import SPECTRAL, ReferenceRepo
     from .selection import select_diverse_top_k
 
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise InputError(f"--num must be a whole number >= 1, not {num_samples!r}")
     reference = ReferenceRepo(Path(repo))
     pool = reference.pool()
+    if num_samples > len(pool):
+        raise InputError(f"{repo}: cannot select {num_samples} samples from a pool of {len(pool)}")
+    clusters = read_clusters(reference.path(SPECTRAL), pool.ids)  # ids it lacks: an error
     model = load_reference_checkpoint(reference.checkpoint())
     scores = score_features(model, pool.features)
-    selection = select_diverse_top_k(pool.ids, scores, reference.spectral_clusters(), num_samples,
+    selection = select_diverse_top_k(pool.ids, scores, clusters, num_samples,
                                      truncate_scores=True, fill_to_k=False)
+    if len(selection.selected) < num_samples:  # the original rule does not fill up to k
+        log(f"warning: selected {len(selection.selected)} of the {num_samples} samples asked: "
+            "the original rule's truncated cluster quotas left no more candidates")
     settings = {"command": "reference-select", "repo": str(Path(repo).resolve()),
                 "checkpoint": str(reference.checkpoint()), "mode": "reference",
                 "clusters": str(reference.path("cluster/spectral/clustering_results.json")),
@@ -169,14 +223,22 @@ def select(out: PathLike, settings: Dict[str, Any], pool_path: PathLike,
            captions_path: Optional[PathLike] = None, image_mode: str = "link",
            skip_invalid: bool = False) -> List[str]:
     """Score the pool with a trained selector (or a baseline), cluster, and write the selection."""
-    from .clustering import diversity_clusters
+    from .clustering import diversity_clusters, read_clusters
+    from .jsonio import text_encoding
     from .model import check_pool_fits, load_checkpoint, score_features
-    from .pool import FeaturePool, read_subsets
+    from .pool import FeaturePool
     from .selection import random_k, select_diverse_top_k, select_diverse_top_k_labels, top_k_by
 
+    from .data import check_sample_ids
+
     pool = FeaturePool.load(pool_path)
+    check_sample_ids(pool.ids, f"{pool_path}: ids")  # a newline in an id would break selected.txt
     chosen_settings = dict(settings["selection"])
-    k = int(chosen_settings["num_samples"])
+    k = chosen_settings["num_samples"]
+    if isinstance(k, str) and k.strip().lstrip("-").isdigit():
+        k = int(k)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:  # 0 is not "the default"
+        raise InputError(f"selection.num_samples must be a whole number >= 1, not {k!r}")
     if k > len(pool):
         raise InputError(f"{pool_path}: cannot select {k} samples from a pool of {len(pool)}")
     details: Dict[str, Any] = {}
@@ -192,7 +254,8 @@ def select(out: PathLike, settings: Dict[str, Any], pool_path: PathLike,
     else:
         if checkpoint is None:
             raise InputError("select needs --checkpoint (or --baseline)")
-        model = load_checkpoint(checkpoint)
+        with text_encoding(None):  # the checkpoint is ours (UTF-8), whatever --encoding says
+            model = load_checkpoint(checkpoint)
         check_pool_fits(model, pool.image.shape[1], pool.text.shape[1], pool.indicator_names,
                         str(pool_path))
         scores = score_features(model, pool.features, progress=True)
@@ -200,7 +263,8 @@ def select(out: PathLike, settings: Dict[str, Any], pool_path: PathLike,
         rule = dict(k=k, quota_total=chosen_settings.get("quota_total"), truncate_scores=truncate,
                     fill_to_k=not truncate)
         if clusters_path is not None:
-            selection = select_diverse_top_k(pool.ids, scores, read_subsets(clusters_path), **rule)
+            clusters = read_clusters(clusters_path, pool.ids, k if not truncate else None)
+            selection = select_diverse_top_k(pool.ids, scores, clusters, **rule)
             clustering = None
         else:  # exact spectral clustering, or its scalable approximation on large pools
             found = diversity_clusters(pool.image, chosen_settings)
@@ -211,6 +275,9 @@ def select(out: PathLike, settings: Dict[str, Any], pool_path: PathLike,
         if selection.unclustered:
             log(f"warning: {len(selection.unclustered)} samples are in no cluster and were not "
                 "eligible")
+        if len(selected) < k:  # the original rule (reference mode) does not fill up to k
+            log(f"warning: selected {len(selected)} of the {k} samples asked: the reference "
+                "rule's truncated cluster quotas left no more candidates")
     captions = None
     if captions_path is not None:
         from .data import read_cc_sbu_align

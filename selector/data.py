@@ -8,11 +8,25 @@
 
 Every problem is reported as one line naming the file and the sample. With ``skip_invalid`` the
 reader drops bad samples instead and records why in :attr:`DataPool.skipped`.
+
+What is refused, rather than read some way that could be wrong:
+
+* ids that are not strings or integers (``true``, ``1.5``, ``null``, lists), empty ids, and ids
+  holding whitespace or control characters (a newline would break ``selected.txt``, one id per
+  line) or longer than 250 bytes (ids are image file names; a file name has at most 255 bytes);
+* conversations that do not alternate human, gpt, human, gpt ... (two human turns in a row would
+  pair an answer with the wrong question), that start with a gpt turn or end with an unanswered
+  human turn, turns holding only ``<image>``, and an ``<image>`` token anywhere but once in the
+  first human turn;
+* images that do not fully decode (a truncated JPEG passes a header check: every image is
+  decoded), that exceed Pillow's decompression-bomb limit, or that cannot be opened at all (a
+  file name too long, no permission): one line each, never a traceback.
 """
 from __future__ import annotations
 
 import os
-import shutil
+import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -129,20 +143,66 @@ class _Collector:
         self.skipped.append(Skipped(str(self.source), sample, reason))
 
 
+MAX_ID_BYTES = 250  # ids name image files ("{id}.jpg"): a file name has at most 255 bytes
+
+
 def _describe(index: int, key: str, record: Any) -> str:
-    if isinstance(record, dict) and isinstance(record.get(key), (str, int)):
-        return f"sample #{index} ({key} {str(record[key])!r})"
+    if isinstance(record, dict) and isinstance(record.get(key), (str, int)) \
+            and not isinstance(record.get(key), bool):
+        shown = repr(str(record[key]))
+        if len(shown) > 60:
+            shown = f"{shown[:40]}...' ({len(str(record[key]))} characters)"
+        return f"sample #{index} ({key} {shown})"
     return f"sample #{index}"
 
 
-def _safe_id(value: Any) -> Optional[str]:
-    """A sample id as a string, or None when it is unusable as a file name part."""
+_CONTROL_NAMES = {"\n": "a line feed", "\r": "a carriage return", "\t": "a tab", "\x00": "a NUL",
+                  "\x0b": "a vertical tab", "\x0c": "a form feed", "\x85": "a next-line (NEL)"}
+
+
+def _unsafe_char(text: str) -> Optional[str]:
+    for char in text:
+        if char.isspace() or unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            return char
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {float: "number with a fraction", list: "list", dict: "object", bool: "boolean",
+            int: "number", str: "string"}.get(type(value), type(value).__name__)
+
+
+def sample_id_problem(value: Any, key: str = "id") -> Optional[str]:
+    """Why ``value`` cannot be a sample id, or None. Ids are strings or integers (``true`` and
+    ``1.5`` are refused, not turned into "True" and "1.5"), hold no whitespace or control
+    character (``selected.txt`` is one id per line; ids name image files) and fit a file name."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        return None
-    text = str(value).strip()
-    if not text or text in (".", "..") or "/" in text or "\\" in text or "\x00" in text:
-        return None
-    return text
+        return f"{key} {value!r:.60} is a JSON {_json_kind(value)}; ids are strings or integers"
+    text = str(value)
+    if not text:
+        return f"{key} is empty"
+    bad = _unsafe_char(text)
+    if bad is not None:
+        what = _CONTROL_NAMES.get(bad) or unicodedata.name(bad, "a control character").lower()
+        return (f"{key} {text!r:.60} holds {what} U+{ord(bad):04X}; ids may not hold whitespace or control characters (one id "
+                "per line in selected.txt, ids name files)")
+    if text in (".", "..") or "/" in text or "\\" in text:
+        return f"{key} {text!r:.60} is not a plain file name (it would escape the data folder)"
+    size = len(text.encode("utf-8"))
+    if size > MAX_ID_BYTES:
+        return (f"{key} is {size} bytes long ({text[:20]!r}...); ids name image files and may "
+                f"have at most {MAX_ID_BYTES} bytes")
+    return None
+
+
+def check_sample_ids(ids: Iterable[Any], where: str) -> None:
+    """One line naming ``where`` and the first unusable id (see :func:`sample_id_problem`)."""
+    for index, sample_id in enumerate(ids):
+        problem = sample_id_problem(sample_id)
+        if problem is not None:
+            raise InputError(f"{where}: sample #{index}: {problem}")
 
 
 def _inside(root: Path, relative: str) -> Optional[Path]:
@@ -159,17 +219,37 @@ def _inside(root: Path, relative: str) -> Optional[Path]:
 
 
 def image_problem(path: Path) -> Optional[str]:
-    """Why this image cannot be used, or None when it decodes."""
-    from PIL import Image, UnidentifiedImageError
+    """Why this image cannot be used, or None when it fully decodes.
 
-    if not path.is_file():
-        return f"image {path} is missing"
-    if path.stat().st_size == 0:
-        return f"image {path} is empty (0 bytes)"
+    ``verify()`` alone reads only the header and checksums, so a truncated JPEG passed it: the
+    image is decoded too (JPEG in draft mode, at 1/8 scale: every byte is still read, in a
+    fraction of the time). Pillow's decompression-bomb warning is an error here: an image of more
+    than ``Image.MAX_IMAGE_PIXELS`` pixels is refused before it is decoded."""
+    from PIL import Image
+
     try:
-        with Image.open(path) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if not path.is_file():
+            return f"image {path} is missing"
+        if path.stat().st_size == 0:
+            return f"image {path} is empty (0 bytes)"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.verify()
+            with Image.open(path) as image:
+                if image.format == "JPEG":
+                    image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+                image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return (f"image {path} is too large to decode safely (a possible decompression bomb: "
+                f"{' '.join(str(exc).split())[:160]})")
+    except OSError as exc:
+        if exc.errno is not None and exc.strerror:  # the file system's error, not Pillow's
+            return f"image {path} cannot be read ({exc.strerror})"
+        return f"image {path} is corrupt ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+    except MemoryError:
+        return f"image {path} is too large to decode in memory"
+    except Exception as exc:  # Pillow's decoders raise many types on malformed files
         return f"image {path} is corrupt ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
     return None
 
@@ -181,6 +261,8 @@ def _collect(source: Path, records: List[Any], id_key: str, required: Sequence[s
              build: SampleBuilder, skip_invalid: bool, check_images: bool
              ) -> Tuple[List[Sample], List[Skipped]]:
     """The checks both formats share (object, keys, id, duplicates, image), around ``build``."""
+    if not records:  # an empty data set is a mistake to report, not a valid set of 0 samples
+        raise InputError(f"{source}: holds no samples")
     collector = _Collector(source, skip_invalid)
     samples: List[Sample] = []
     seen: Dict[str, int] = {}
@@ -193,11 +275,11 @@ def _collect(source: Path, records: List[Any], id_key: str, required: Sequence[s
         if missing:
             collector.problem(name, f"missing key {', '.join(repr(k) for k in missing)}")
             continue
-        sample_id = _safe_id(record[id_key])
-        if sample_id is None:
-            collector.problem(name, f"{id_key} {record[id_key]!r} is not a plain file name "
-                                    "(it would escape the data folder)")
+        problem = sample_id_problem(record[id_key], id_key)
+        if problem is not None:
+            collector.problem(name, problem)
             continue
+        sample_id = str(record[id_key])
         if sample_id in seen:
             collector.problem(name, f"duplicate {id_key} (first at sample #{seen[sample_id]})")
             continue
@@ -230,7 +312,9 @@ def read_cc_sbu_align(root: PathLike, skip_invalid: bool = False,
 
     def build(sample_id: str, record: Dict[str, Any]) -> Tuple[Optional[Sample], str]:
         caption = record["caption"]
-        if not isinstance(caption, str) or not caption.strip():
+        if not isinstance(caption, str):
+            return None, f"caption is a JSON {_json_kind(caption)}, not text"
+        if not caption.strip():
             return None, "empty caption"
         image = _inside(image_root, f"{sample_id}.jpg")
         if image is None:
@@ -243,24 +327,45 @@ def read_cc_sbu_align(root: PathLike, skip_invalid: bool = False,
 
 
 def _read_turns(record: Dict[str, Any]) -> Tuple[Optional[Tuple[Turn, ...]], str]:
+    """The turns, strictly human, gpt, human, gpt, ...: every answer has its own question (two
+    human turns in a row would pair the answer with the wrong one), and ``<image>`` appears once,
+    in the first human turn (where MiniGPT-4 and LLaVA place the image)."""
     conversation = record.get("conversations")
-    if not isinstance(conversation, list) or not conversation:
+    if not isinstance(conversation, list):
+        return None, f"conversations is a JSON {_json_kind(conversation)}, expected a list of turns"
+    if not conversation:
         return None, "empty conversation"
     turns = []
     for position, turn in enumerate(conversation):
         if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
             return None, f"turn {position} needs 'from' and 'value'"
-        if turn["from"] not in (HUMAN, GPT):
-            return None, f"turn {position} is from {turn['from']!r}, expected 'human' or 'gpt'"
-        if not isinstance(turn["value"], str) or not turn["value"].replace(IMAGE_TOKEN, "").strip():
-            return None, f"turn {position} is empty"
-        turns.append(Turn(turn["from"], turn["value"]))
-    if turns[0].role != HUMAN:
-        return None, "conversation does not start with a human turn"
-    if not any(t.role == GPT for t in turns):
-        return None, "conversation has no gpt answer"
+        role, value = turn["from"], turn["value"]
+        if role not in (HUMAN, GPT):
+            return None, f"turn {position} is from {role!r:.40}, expected 'human' or 'gpt'"
+        if not isinstance(value, str):
+            return None, f"turn {position} value is a JSON {_json_kind(value)}, not text"
+        if not value.replace(IMAGE_TOKEN, "").strip():
+            return None, (f"turn {position} holds only the {IMAGE_TOKEN} token"
+                          if IMAGE_TOKEN in value else f"turn {position} is empty")
+        expected = HUMAN if position % 2 == 0 else GPT
+        if role != expected:
+            if position == 0:
+                return None, "conversation starts with a gpt turn, expected human first"
+            return None, (f"turn {position} is a second {role} turn in a row (turns must "
+                          "alternate human, gpt)")
+        tokens = value.count(IMAGE_TOKEN)
+        if position == 0 and tokens > 1:
+            return None, f"first human turn holds {IMAGE_TOKEN} {tokens} times, expected once"
+        if position > 0 and tokens:
+            return None, (f"turn {position} ({role}) holds an {IMAGE_TOKEN} token; only the first "
+                          "human turn may")
+        turns.append(Turn(role, value))
     if IMAGE_TOKEN not in turns[0].text:
         return None, f"first human turn has no {IMAGE_TOKEN} token"
+    if turns[-1].role == HUMAN:
+        if len(turns) == 1:
+            return None, "conversation has no gpt answer"
+        return None, f"turn {len(turns) - 1} (human) has no gpt answer after it"
     return tuple(turns), ""
 
 
@@ -279,7 +384,9 @@ def read_conversations(path: PathLike, image_root: Optional[PathLike] = None,
         if turns is None:
             return None, reason
         image_ref = record["image"]
-        image = _inside(root, image_ref) if isinstance(image_ref, str) else None
+        if not isinstance(image_ref, str):
+            return None, f"image is a JSON {_json_kind(image_ref)}, expected a relative path"
+        image = _inside(root, image_ref)
         if image is None:
             return None, f"image path {image_ref!r} escapes the image folder {root}"
         return Sample(sample_id, image, turns, image_ref), ""
@@ -300,16 +407,36 @@ def read_pool(path: PathLike, image_root: Optional[PathLike] = None, skip_invali
     return read_conversations(path, image_root, skip_invalid, check_images)
 
 
-def _place_image(source: Path, target: Path, mode: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.is_symlink() or target.exists():
-        target.unlink()
-    if mode == "link":
-        target.symlink_to(source.resolve())
-    elif mode == "copy":
-        shutil.copyfile(source, target)
-    else:
+def _check_image_targets(pairs: Sequence[Tuple[Path, Path]], mode: str) -> None:
+    """Before any image is written: no target may be the source image itself (reached through
+    a link or not), or placing it would replace the only copy with a link to itself (or copy a
+    file over itself). Two samples may not share a target either."""
+    if mode not in ("link", "copy"):
         raise ValueError(f"image mode must be 'link' or 'copy', not {mode!r}")
+    def where(path: Path) -> str:  # the file a path names, its last component not followed
+        return os.path.join(os.path.realpath(path.parent), path.name)
+
+    seen: Dict[str, Path] = {}
+    for source, target in pairs:
+        real_target = where(target)  # a link there (an earlier selection) is replaced, harmless
+        if real_target in (where(source), os.path.realpath(source)):
+            raise InputError(f"{target}: is the source image {source} itself (the output lies "
+                             "over the data, through a link); write the selection elsewhere")
+        if real_target in seen and seen[real_target] != source:
+            raise InputError(f"{target}: two samples' images would land on the same file "
+                             f"({seen[real_target]} and {source})")
+        seen[real_target] = source
+
+
+def _place_image(source: Path, target: Path, mode: str) -> None:
+    """Link (to the resolved source) or copy, atomically: the target is replaced in one step,
+    never deleted first."""
+    from .atomic import copy_file, symlink
+
+    if mode == "link":
+        symlink(target, os.path.realpath(source))
+    else:
+        copy_file(source, target)
 
 
 def write_cc_sbu_align(samples: Sequence[Sample], out_dir: PathLike, image_mode: str = "link",
@@ -328,7 +455,10 @@ def write_cc_sbu_align(samples: Sequence[Sample], out_dir: PathLike, image_mode:
         annotation: Dict[str, Any] = {"image_id": sample.id, "caption": sample.answer}
         annotation.update((extra or {}).get(sample.id, {}))
         annotations.append(annotation)
-        _place_image(sample.image, out_dir / "image" / f"{sample.id}.jpg", image_mode)
+    pairs = [(sample.image, out_dir / "image" / f"{sample.id}.jpg") for sample in samples]
+    _check_image_targets(pairs, image_mode)
+    for source, target in pairs:
+        _place_image(source, target, image_mode)
     write_json(out_dir / "filter_cap.json", {"annotations": annotations}, indent=4)
     return out_dir
 
@@ -344,8 +474,11 @@ def write_conversations(samples: Sequence[Sample], out_json: PathLike,
             "image": sample.image_ref,
             "conversations": [{"from": t.role, "value": t.text} for t in sample.turns],
         })
-        if image_dir is not None:
-            _place_image(sample.image, Path(image_dir) / sample.image_ref, image_mode)
+    if image_dir is not None:
+        pairs = [(sample.image, Path(image_dir) / sample.image_ref) for sample in samples]
+        _check_image_targets(pairs, image_mode)
+        for source, target in pairs:
+            _place_image(source, target, image_mode)
     out_json = Path(out_json)
     write_json(out_json, records)
     return out_json

@@ -64,13 +64,13 @@ class ClipImageEmbedder(Embedder):
         import torch
         from tqdm.auto import tqdm
 
-        from .indicators.clip import image_batches, load_open_clip
+        from .indicators.clip import image_batches, input_dtype, load_open_clip
         from .indicators.devices import precision_for
 
         device = resolve_device(self.device)
         model, preprocess, _ = load_open_clip(self.model_name, self.pretrained, self.model_config,
                                               device, precision_for(device, self.precision))
-        dtype = next(model.parameters()).dtype
+        dtype = input_dtype(model)  # fp16/bf16 keep some fp32 parameters
         rows: Dict[int, np.ndarray] = {}
         problems: List[Optional[str]] = [None] * len(samples)
         with torch.no_grad(), tqdm(total=len(samples), desc="image embeddings", unit="sample",
@@ -110,9 +110,12 @@ class CausalLMTextEmbedder(Embedder):
 
             device = resolve_device(self.device)
             # the base model (no LM head), as the original's LlamaModel: hidden states only
+            from .safeload import weights_only_loads
+
             try:
-                model = AutoModel.from_pretrained(self.model_name,
-                                                  torch_dtype=torch_dtype(device, self.precision))
+                with weights_only_loads():  # a pytorch_model.bin never runs code
+                    model = AutoModel.from_pretrained(
+                        self.model_name, torch_dtype=torch_dtype(device, self.precision))
                 tokenizer = AutoTokenizer.from_pretrained(self.model_name)
             except (OSError, ValueError) as exc:
                 raise load_failure("text model", self.model_name, exc) from None
@@ -172,8 +175,11 @@ class SentenceTransformerTextEmbedder(Embedder):
             from sentence_transformers import SentenceTransformer
 
             device = resolve_device(self.device)
+            from .safeload import weights_only_loads
+
             try:
-                self._model = SentenceTransformer(self.model_name, device=device)
+                with weights_only_loads():  # its weights file never runs code
+                    self._model = SentenceTransformer(self.model_name, device=device)
             except (OSError, ValueError) as exc:
                 raise load_failure("sentence-transformers model", self.model_name, exc) from None
             self._model = self._model.to(torch_dtype(device, self.precision))
@@ -293,14 +299,18 @@ class Projection:
                              ).hexdigest()[:24]
         path = Path(work_dir) / "pca" / f"{key}.npz"
         if path.is_file():
-            with np.load(path) as saved:
-                return cls(saved["mean"], saved["components"], saved["explained_variance_ratio"])
+            try:  # an .npz of plain arrays only: an object array (a pickle) is refused
+                with np.load(path, allow_pickle=False) as saved:
+                    return cls(saved["mean"], saved["components"],
+                               saved["explained_variance_ratio"])
+            except (OSError, ValueError, KeyError, EOFError):
+                pass  # damaged or foreign: refit and replace it (it is only a cache)
         projection = cls.fit(matrix, n_components, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
-        np.savez(tmp, mean=projection.mean, components=projection.components,
-                 explained_variance_ratio=projection.explained_variance_ratio)
-        tmp.replace(path)
+        from .atomic import atomic_open
+
+        with atomic_open(path, "wb") as handle:
+            np.savez(handle, mean=projection.mean, components=projection.components,
+                     explained_variance_ratio=projection.explained_variance_ratio)
         return projection
 
     def tensors(self, prefix: str) -> Dict[str, np.ndarray]:

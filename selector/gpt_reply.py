@@ -3,7 +3,10 @@
 The paper's judge answers with a 0..100 score and a justification ("88\\n\\nThe AI assistant ...",
 "Score: 92\\n..."). The score is the first number in the reply: that reproduces all 3439 released
 final scores from the released raw replies. A reply with no number, or a first number outside the
-scale, is flagged with the reason and never defaulted.
+scale, is flagged with the reason and never defaulted. The first number keeps its sign: a minus
+sign right before it ("-40", "Score: -5", "score: − 5") makes it negative, hence flagged, never
+read as 40 or 5; a hyphen after a word or a number ("GPT-4", "0-100") is not a sign. 0 and 100 are
+on the scale.
 """
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ from typing import Any, Dict, List, Optional, Tuple
 from .errors import InputError
 from .jsonio import PathLike, read_json
 
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+# a minus sign (ASCII, U+2212 minus, en dash) counts when no letter, digit or dot is right before
+# it, and at most one space separates it from the digits
+_NUMBER = re.compile(r"(?:(?<![\w.])[-\u2212\u2013] ?)?\d+(?:\.\d+)?")
 
 
 @dataclass(frozen=True)
@@ -33,9 +38,13 @@ def parse_reply(reply: Any, low: float = 0, high: float = 100) -> ParsedReply:
     match = _NUMBER.search(reply)
     if match is None:
         return ParsedReply(None, "reply contains no score")
-    value = float(match.group())
+    text = match.group()
+    negative = not text[0].isdigit()
+    value = float(text.lstrip("-\u2212\u2013 "))
+    if negative:
+        value = -value
     if not low <= value <= high:
-        return ParsedReply(None, f"first number {match.group()} is outside {low:g}..{high:g}")
+        return ParsedReply(None, f"first number {text} is outside {low:g}..{high:g}")
     return ParsedReply(int(value) if value.is_integer() else value)
 
 

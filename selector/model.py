@@ -51,6 +51,7 @@ class SelectorConfig:
     score_seed: int = 0
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.mode not in MODES:
             raise InputError(f"selector mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.mode == "reference":
@@ -63,6 +64,27 @@ class SelectorConfig:
         for name in ("n_heads", "n_layers", "context_size", "score_rounds"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"selector setting {name} must be >= 1")
+
+    def _check_types(self) -> None:
+        """Types first: a checkpoint's JSON or a settings dict may hold anything."""
+        for name in ("image_dim", "text_dim", "n_heads", "n_layers", "context_size",
+                     "score_rounds", "score_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"selector setting {name} must be a non-negative integer "
+                                 f"(got {value!r})")
+        if not isinstance(self.residual, bool):
+            raise InputError(f"selector setting residual must be true or false "
+                             f"(got {self.residual!r})")
+        names = self.indicator_names
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise InputError(f"selector setting indicator_names must be a list of names "
+                             f"(got {names!r})")
+        if not isinstance(self.mode, str):
+            raise InputError(f"selector setting mode must be a string (got {self.mode!r})")
+        if self.in_dim < 1:
+            raise InputError("selector: no input features (image_dim + text_dim + indicators "
+                             "is 0)")
 
     @property
     def in_dim(self) -> int:
@@ -260,29 +282,77 @@ def load_reference_checkpoint(path: PathLike, **overrides: Any) -> SelectorNet:
         raise InputError(f"{path}: expected a state_dict")
     state = {key[len("module."):] if key.startswith("module.") else key: value
              for key, value in state.items()}
+    wrong = next((key for key, value in state.items() if not isinstance(value, torch.Tensor)),
+                 None)
+    if wrong is not None:
+        raise InputError(f"{path}: entry {wrong!r} is not a tensor (not a selector state_dict)")
+    head = state.get("linear.weight")
+    width = head.shape[1] if head is not None and head.ndim == 2 else 0
+    if width <= len(REFERENCE_INDICATORS) or (width - len(REFERENCE_INDICATORS)) % 2:
+        raise InputError(f"{path}: not a released selector state_dict (linear.weight "
+                         f"{tuple(head.shape) if head is not None else 'missing'}; expected "
+                         f"[1, 2 x feature width + {len(REFERENCE_INDICATORS)}])")
     n_layers = len({key.split(".")[1] for key in state if key.startswith("multihead_attns.")})
-    width = state["linear.weight"].shape[1] if "linear.weight" in state else 0
     image_dim = text_dim = (width - len(REFERENCE_INDICATORS)) // 2
     values = dict(image_dim=image_dim, text_dim=text_dim, n_layers=n_layers, mode="reference",
                   n_heads=overrides.pop("n_heads", 4))
     values.update(overrides)
-    model = SelectorNet(SelectorConfig.from_dict(values))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [key for key in missing if not key.startswith(("input_", "output_"))]
+    return _load_state(_config_from(values, path), state, path, strict=False)
+
+
+def _config_from(values: Any, path: Path) -> SelectorConfig:
+    """A checkpoint's selector config; a wrong one is one line naming the checkpoint."""
+    if not isinstance(values, dict):
+        raise InputError(f"{path}: the selector config must be a JSON object")
+    try:
+        return SelectorConfig.from_dict(values)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def _load_state(config: SelectorConfig, state: Dict[str, Any], path: Path,
+                strict: bool = True) -> SelectorNet:
+    """The selector of ``config`` with the weights of ``state``: weights that are missing, of
+    another shape, or not finite are one line naming the checkpoint, never a traceback or a
+    selector that scores NaN."""
+    wrong = next((key for key, value in state.items() if not isinstance(value, torch.Tensor)),
+                 None)
+    if wrong is not None:
+        raise InputError(f"{path}: entry {wrong!r} is not a tensor")
+    model = SelectorNet(config)
+    expected = model.state_dict()
+    for key, value in state.items():
+        if key in expected and tuple(value.shape) != tuple(expected[key].shape):
+            raise InputError(f"{path}: weight {key!r} has shape {tuple(value.shape)}, the "
+                             f"selector of its config needs {tuple(expected[key].shape)} "
+                             "(truncated, or made for another selector)")
+    missing = [key for key in expected if key not in state
+               and (strict or not key.startswith(("input_", "output_")))]
+    unexpected = [key for key in state if key not in expected]
     if missing or unexpected:
         raise InputError(f"{path}: checkpoint does not fit the selector "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    bad = next((key for key, value in state.items()
+                if value.is_floating_point() and not bool(torch.isfinite(value).all())), None)
+    if bad is not None:
+        raise InputError(f"{path}: weight {bad!r} holds NaN or infinite values")
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # any other mismatch torch finds
+        raise InputError(f"{path}: checkpoint does not fit the selector "
+                         f"({' '.join(str(exc).split())[:200]})") from None
     return model.eval()
 
 
 def save_checkpoint(model: SelectorNet, folder: PathLike, metadata: Optional[Dict] = None) -> Path:
     """Write ``selector.safetensors`` + ``selector.json`` (config and training metadata)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from .atomic import write_bytes
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "igpt4-selector/1"})
+    write_bytes(folder / WEIGHTS_FILE, save(state, metadata={"format": "igpt4-selector/1"}))
     write_json(folder / CONFIG_FILE, {"config": asdict(model.config), "metadata": metadata or {}})
     return folder
 
@@ -292,15 +362,32 @@ def load_checkpoint(path: PathLike) -> SelectorNet:
     path = Path(path)
     if path.is_file() and path.suffix in (".pth", ".pt", ".bin"):
         return load_reference_checkpoint(path)
-    if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
-        raise InputError(f"{path}: not a selector checkpoint (needs {CONFIG_FILE} and "
-                         f"{WEIGHTS_FILE}, or a .pth file)")
+    if not path.is_dir():
+        raise InputError(f"{path}: selector checkpoint not found (a folder with {CONFIG_FILE} "
+                         f"and {WEIGHTS_FILE}, or a released .pth file)")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise InputError(f"{path / name}: missing: not a selector checkpoint folder (needs "
+                             f"{CONFIG_FILE} and {WEIGHTS_FILE})")
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from .atomic import os_error_line
+
     document, _ = read_json(path / CONFIG_FILE)
-    model = SelectorNet(SelectorConfig.from_dict(document["config"]))
-    model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
-    return model.eval()
+    if not isinstance(document, dict) or "config" not in document:
+        raise InputError(f"{path / CONFIG_FILE}: expected {{\"config\": {{...}}, \"metadata\": "
+                         "...} (written by igpt4 train-selector)")
+    config = _config_from(document["config"], path / CONFIG_FILE)
+    weights = path / WEIGHTS_FILE
+    try:
+        state = load_file(str(weights))
+    except SafetensorError as exc:
+        raise InputError(f"{weights}: not a safetensors file "
+                         f"({' '.join(str(exc).split())[:160]})") from None
+    except OSError as exc:
+        raise os_error_line(weights, exc, "cannot read") from None
+    return _load_state(config, state, weights)
 
 
 def check_pool_fits(model: SelectorNet, image_dim: int, text_dim: int,

@@ -56,21 +56,27 @@ class Recipe:
     source: str
     work: Path
     stages: List[str]
+    #: where the settings came from (the recipe file, each --set): nested blocks validated again
+    #: with the layers a stage adds (the demo's toy models) name their source in errors
+    layers: List[Any] = field(default_factory=list)
 
     @classmethod
     def load(cls, config: PathLike, overrides: Sequence[str] = ()) -> "Recipe":
-        from .settings import config_dir, load_settings
+        from .settings import config_dir, file_layer, override_layers, settings_from_layers
 
-        if not Path(config).is_file() and (config_dir() / "pipeline" / str(config)).is_file():
-            config = config_dir() / "pipeline" / str(config)  # a shipped recipe by name
-        settings = load_settings(str(config), overrides, base="pipeline/base.yaml")
+        path = Path(config)
+        if not path.is_file() and (config_dir() / "pipeline" / str(config)).is_file():
+            path = config_dir() / "pipeline" / str(config)  # a shipped recipe by name
+        elif not path.is_file():
+            shipped = sorted(p.name for p in (config_dir() / "pipeline").glob("*.yaml"))
+            raise InputError(f"{config}: recipe not found (a YAML file, or a shipped recipe: "
+                             f"{', '.join(n for n in shipped if n != 'base.yaml')})")
+        layers = [file_layer(path, str(config)), *override_layers(overrides)]
+        settings = settings_from_layers("pipeline/base.yaml", layers)
         block = settings["pipeline"]
-        unknown = [s for s in block["stages"] if s not in STAGES]
-        if unknown:
-            raise InputError(f"{config}: unknown stage {unknown[0]!r} (stages: "
-                             f"{', '.join(STAGES)})")
         stages = [s for s in STAGES if s in block["stages"]]
-        return cls(settings, str(config), Path(block["work"]).expanduser().resolve(), stages)
+        return cls(settings, str(path), Path(block["work"]).expanduser().resolve(), stages,
+                   layers)
 
     def data_path(self) -> Path:
         data = self.settings["pipeline"].get("data")
@@ -172,6 +178,7 @@ class Pipeline:
                                  f"({', '.join(stages)})")
         first = stages.index(start) if start else 0
         last = stages.index(until) if until else len(stages) - 1
+        self.refuse_overlap()
         self.work.mkdir(parents=True, exist_ok=True)
         started = time.time()
         paused = None
@@ -207,6 +214,40 @@ class Pipeline:
             self.write_manifest(time.time() - started, paused)
         return self.records
 
+    def refuse_overlap(self) -> None:
+        """Before anything is written: the work folder never is, holds or lies inside an input
+        of the recipe (the data and its images, a labels or subsets file, templates, the PCA
+        source, the recipe itself). The demo's generated data lies in the work folder: it is
+        the pipeline's own output, not an input."""
+        from .overlap import refuse_overlap
+        from .settings import config_dir
+
+        settings = self.recipe.settings
+        pipeline = settings["pipeline"]
+        labels = self.section("labels")
+        inputs = {
+            "pipeline.data": None if "generate" in self.recipe.stages else pipeline.get("data"),
+            "pipeline.image_root": pipeline.get("image_root"),
+            "labels.file": labels.get("file"),
+            "labels.subsets": labels.get("subsets"),
+            "split.template": self.section("split").get("template"),
+            "train_config.template": self.section("train_config").get("template"),
+            "score.pca_from": self.section("score").get("pca_from"),
+            "--config": self.recipe.source,
+            "the shipped configs": str(config_dir()),
+        }
+        refuse_overlap({"pipeline.work": self.work},
+                       {key: str(value) for key, value in inputs.items() if value})
+        if "generate" in self.recipe.stages:
+            self._refuse_foreign_data()
+
+    def _refuse_foreign_data(self) -> None:
+        """The generate stage replaces WORK/data: only ever a toy pool it made (planted.json)."""
+        data = self.work / "data"
+        if data.is_symlink() or (data.exists() and not (data / "planted.json").is_file()):
+            raise InputError(f"{data}: exists and is not a generated toy pool (no planted.json); "
+                             "the demo would replace it: choose another work folder")
+
     def write_manifest(self, seconds: float, paused: Optional[str]) -> None:
         from .commands import package_versions
 
@@ -223,7 +264,9 @@ class Pipeline:
         from . import toy_data
 
         demo = self.section("demo")
-        shutil.rmtree(self.work / "data", ignore_errors=True)
+        data = self.work / "data"
+        self._refuse_foreign_data()
+        shutil.rmtree(data, ignore_errors=True)
         toy = toy_data.make_toy_pool(self.work / "data", n=int(demo["samples"]),
                                      bad_fraction=float(demo["bad_fraction"]),
                                      seed=int(demo["seed"]))
@@ -235,16 +278,17 @@ class Pipeline:
         return [self.work / "data", self.work / "toy_models"]
 
     def indicator_settings(self) -> Dict[str, Any]:
-        from omegaconf import OmegaConf
+        """configs/indicators/default.yaml, the demo's toy models, then the recipe's
+        ``score.settings``: validated like ``igpt4 score``'s settings."""
+        from .settings import Layer, settings_from_layers
 
-        from .settings import config_dir
-
-        layers = [OmegaConf.load(config_dir() / "indicators" / "default.yaml")]
+        layers = []
         toy = self.work / "toy_models" / "indicator_settings.json"
         if "generate" in self.recipe.stages and toy.is_file():
-            layers.append(OmegaConf.create(read_json(toy)[0]))
-        layers.append(OmegaConf.create(self.section("score").get("settings") or {}))
-        return OmegaConf.to_container(OmegaConf.merge(*layers), resolve=True)
+            layers.append(Layer(str(toy), read_json(toy)[0]))
+        layers += [s for s in (layer.sub(("score", "settings")) for layer in self.recipe.layers)
+                   if s is not None]
+        return settings_from_layers("indicators/default.yaml", layers, ("score", "settings"))
 
     def stage_score(self) -> List[Path]:
         from .scoring import score
@@ -294,7 +338,11 @@ class Pipeline:
         elif source == "file":
             if not block.get("file"):
                 raise InputError("labels.source is 'file' but labels.file is not set")
-            shutil.copy(block["file"], out)
+            from .atomic import copy_file
+            from .pool import read_labels
+
+            read_labels(block["file"])  # a bad labels file is named here, not stages later
+            copy_file(block["file"], out)
         elif source == "collect":
             from .subsets import collect_labels
 
@@ -310,14 +358,13 @@ class Pipeline:
         return [out]
 
     def selector_settings(self, extra: Sequence[str] = ()) -> Dict[str, Any]:
-        from omegaconf import OmegaConf
+        """configs/selector/default.yaml under the recipe's ``selector`` block (validated)."""
+        from .settings import override_layers, settings_from_layers
 
-        from .settings import config_dir
-
-        merged = OmegaConf.merge(OmegaConf.load(config_dir() / "selector" / "default.yaml"),
-                                 OmegaConf.create(self.section("selector")),
-                                 OmegaConf.from_dotlist(list(extra)))
-        return OmegaConf.to_container(merged, resolve=True)
+        layers = [s for s in (layer.sub(("selector",)) for layer in self.recipe.layers)
+                  if s is not None]
+        return settings_from_layers("selector/default.yaml", layers + override_layers(extra),
+                                    ("selector",))
 
     def stage_train_selector(self) -> List[Path]:
         from .commands import train_selector
@@ -368,18 +415,26 @@ class Pipeline:
     def stage_train_config(self) -> List[Path]:
         """The training config: the shipped stage-2 recipe with the dataset pointed at the data
         and the selector, so the builder makes (reuses) this run's selection on the fly."""
-        from omegaconf import OmegaConf
+        from omegaconf import DictConfig, OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
 
-        from .settings import config_dir
+        from .settings import config_dir, load_yaml
 
         block = self.section("train_config")
         template = Path(block.get("template") or
                         config_dir() / "minigpt4" / "instructiongpt4_stage2_finetune.yaml")
-        config = OmegaConf.load(template)
+        config = load_yaml(template)
+        for key in ("datasets", "run"):
+            section = OmegaConf.select(config, key, default=None)
+            if not isinstance(section, DictConfig) or not section:
+                raise InputError(f"{template}: train_config.template lacks a {key!r} section "
+                                 "(a MiniGPT-4 stage-2 train config)")
         data = self.recipe.data_path()
         name = "cc_sbu_align_selected" if data.is_dir() else "llava_conversations"
         datasets = config.datasets
         dataset = datasets.pop(next(iter(datasets)))
+        if not isinstance(dataset, DictConfig):
+            raise InputError(f"{template}: its first dataset is not a mapping")
         dataset.build_info = {"storage": str(data)}
         if name == "llava_conversations":
             dataset.build_info.image_root = self.recipe.settings["pipeline"].get("image_root")
@@ -387,9 +442,16 @@ class Pipeline:
         datasets[name] = dataset
         config.run.output_dir = str(self.work / "train_output")
         for key, value in (block.get("set") or {}).items():
-            OmegaConf.update(config, key, value, force_add=True)
+            try:
+                OmegaConf.update(config, key, value, force_add=True)
+            except OmegaConfBaseException as exc:
+                raise InputError(f"train_config.set.{key}: cannot set it in {template} "
+                                 f"({str(exc).splitlines()[0][:160]})") from None
         out = self.work / "train_config.yaml"
-        OmegaConf.save(config, out)
+        from .atomic import atomic_open
+
+        with atomic_open(out) as handle:
+            OmegaConf.save(config, handle)
         return [out]
 
 

@@ -16,6 +16,7 @@ File formats (documented in the README, written by ``igpt4 score`` and the refer
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
@@ -26,6 +27,9 @@ from .errors import InputError
 from .jsonio import PathLike, read_json
 
 POOL_FORMAT = "igpt4-pool/1"
+#: the largest label magnitude accepted: squares of labels and of their errors must stay far
+#: inside float32 (3.4e38), where the selector trains
+MAX_LABEL = 1e12
 
 
 @dataclass
@@ -39,18 +43,22 @@ class FeaturePool:
     indicator_names: List[str]
     extra: Dict[str, np.ndarray] = field(default_factory=dict)  # e.g. the saved PCAs
     info: Dict[str, Any] = field(default_factory=dict)  # how the features were made
+    source: str = field(default="pool", repr=False, compare=False)  # named in errors
 
     def __post_init__(self) -> None:
-        self.image = np.asarray(self.image, dtype=np.float32)
-        self.text = np.asarray(self.text, dtype=np.float32)
-        self.indicators = np.asarray(self.indicators, dtype=np.float32)
         n = len(self.ids)
         for name in ("image", "text", "indicators"):
-            array = getattr(self, name)
+            array = np.asarray(getattr(self, name))
             if array.ndim != 2 or array.shape[0] != n:
-                raise InputError(f"pool: {name} has shape {array.shape}, expected ({n}, d)")
+                raise InputError(f"{self.source}: tensor {name!r} has shape {array.shape}, "
+                                 f"expected ({n}, d): one row per sample id")
+            if array.dtype.kind not in "biuf":
+                raise InputError(f"{self.source}: tensor {name!r} holds {array.dtype}, not "
+                                 "numbers")
+            setattr(self, name, array.astype(np.float32, copy=False))
         if self.indicators.shape[1] != len(self.indicator_names):
-            raise InputError("pool: indicator_names do not match the indicator columns")
+            raise InputError(f"{self.source}: {len(self.indicator_names)} indicator_names for "
+                             f"{self.indicators.shape[1]} indicator columns")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -76,7 +84,8 @@ class FeaturePool:
     def take(self, ids: Sequence[str]) -> "FeaturePool":
         rows = self.positions(ids)
         return FeaturePool(list(ids), self.image[rows], self.text[rows], self.indicators[rows],
-                           list(self.indicator_names), dict(self.extra), dict(self.info))
+                           list(self.indicator_names), dict(self.extra), dict(self.info),
+                           self.source)
 
     def check_finite(self, source: str = "pool") -> None:
         bad = ~np.isfinite(self.features).all(axis=1)
@@ -86,27 +95,31 @@ class FeaturePool:
                              f"({int(bad.sum())} such samples)")
 
     def save(self, path: PathLike) -> Path:
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
+        from .atomic import write_bytes
+
         tensors = {**self.extra, "image": self.image, "text": self.text,
                    "indicators": self.indicators}
         # safetensors writes the raw buffer: a strided view (e.g. sklearn's components_) must be
         # made contiguous first or it is saved scrambled
-        save_file({name: np.ascontiguousarray(array) for name, array in tensors.items()}, str(tmp),
-                  metadata={"format": POOL_FORMAT, "ids": json.dumps(self.ids),
-                            "indicator_names": json.dumps(self.indicator_names),
-                            "info": json.dumps(self.info, default=str)})
-        tmp.replace(path)
-        return path
+        data = save({name: np.ascontiguousarray(array) for name, array in tensors.items()},
+                    metadata={"format": POOL_FORMAT, "ids": json.dumps(self.ids),
+                              "indicator_names": json.dumps(self.indicator_names),
+                              "info": json.dumps(self.info, default=str)})
+        return write_bytes(path, data)
 
     @classmethod
     def load(cls, path: PathLike) -> "FeaturePool":
+        """Read a pool file; anything damaged (truncated file, missing or malformed metadata,
+        tensors that do not match the ids) is one :class:`InputError` line naming the file."""
         from safetensors import SafetensorError, safe_open
 
+        from .atomic import os_error_line
+
         path = Path(path)
+        if path.is_dir():
+            raise InputError(f"{path}: is a folder, expected a pool file (.safetensors)")
         if not path.is_file():
             raise InputError(f"{path}: pool file not found")
         try:
@@ -117,18 +130,52 @@ class FeaturePool:
                                      f"(format {metadata.get('format')!r})")
                 arrays = {name: handle.get_tensor(name) for name in handle.keys()}
         except SafetensorError as exc:
-            raise InputError(f"{path}: not a safetensors file ({exc})") from None
+            raise InputError(f"{path}: not a safetensors file "
+                             f"({' '.join(str(exc).split())[:160]})") from None
+        except OSError as exc:
+            raise os_error_line(path, exc, "cannot read") from None
+        except (ValueError, TypeError) as exc:  # e.g. a dtype numpy has no type for
+            raise InputError(f"{path}: unreadable tensors ({' '.join(str(exc).split())[:160]})"
+                             ) from None
         lacking = [name for name in ("image", "text", "indicators") if name not in arrays]
         if lacking:
             raise InputError(f"{path}: pool file lacks tensor {lacking[0]!r}")
-        ids = json.loads(metadata["ids"])
+        ids = _metadata_list(path, metadata, "ids")
+        names = _metadata_list(path, metadata, "indicator_names")
         if len(set(ids)) != len(ids):
-            raise InputError(f"{path}: duplicate sample ids in the pool")
+            duplicate = next(i for i, count in Counter(ids).items() if count > 1)
+            raise InputError(f"{path}: sample id {duplicate!r} appears twice in the pool")
+        if len(set(names)) != len(names):
+            raise InputError(f"{path}: an indicator name appears twice in indicator_names")
+        try:
+            info = json.loads(metadata.get("info", "{}"))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: metadata 'info' is not valid JSON ({exc.msg})") from None
+        if not isinstance(info, dict):
+            raise InputError(f"{path}: metadata 'info' must be a JSON object")
         main = [arrays.pop(name) for name in ("image", "text", "indicators")]
-        pool = cls(ids, *main, json.loads(metadata["indicator_names"]), arrays,
-                   json.loads(metadata.get("info", "{}")))
+        pool = cls(ids, *main, names, arrays, info, source=str(path))
         pool.check_finite(str(path))
         return pool
+
+
+def _metadata_list(path: Path, metadata: Dict[str, str], key: str) -> List[str]:
+    """A pool file's JSON list of strings in metadata ``key`` (sample ids, indicator names)."""
+    if key not in metadata:
+        raise InputError(f"{path}: pool file metadata lacks {key!r}")
+    try:
+        value = json.loads(metadata[key])
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: metadata {key!r} is not valid JSON ({exc.msg} at column "
+                         f"{exc.colno})") from None
+    if not isinstance(value, list):
+        raise InputError(f"{path}: metadata {key!r} must be a JSON list, not "
+                         f"{type(value).__name__}")
+    bad = [v for v in value if not isinstance(v, str) or not v]
+    if bad:
+        raise InputError(f"{path}: metadata {key!r} must list non-empty strings (holds "
+                         f"{bad[0]!r})")
+    return value
 
 
 def read_subsets(path: PathLike) -> Dict[str, List[str]]:
@@ -136,6 +183,12 @@ def read_subsets(path: PathLike) -> Dict[str, List[str]]:
     document, _ = read_json(path)
     if not isinstance(document, dict) or not all(isinstance(v, list) for v in document.values()):
         raise InputError(f"{path}: expected {{subset_name: [sample ids]}}")
+    from .data import sample_id_problem
+
+    for name, members in document.items():  # true or 1.5 are not ids (not "True", "1.5")
+        problem = next(filter(None, (sample_id_problem(i, "sample id") for i in members)), None)
+        if problem is not None:
+            raise InputError(f"{path}: subset {name!r}: {problem}")
     subsets = {str(name): [str(i) for i in members] for name, members in document.items()}
     seen: Dict[str, str] = {}
     for name, members in subsets.items():
@@ -164,7 +217,11 @@ def read_labels(path: PathLike) -> Dict[str, float]:
     labels = {}
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-            raise InputError(f"{path}: label of subset {name!r} is not a finite number ({value!r})")
+            raise InputError(f"{path}: label of subset {name!r} is not a finite number "
+                             f"({str(value)[:40]!r})")
+        if abs(value) > MAX_LABEL:
+            raise InputError(f"{path}: label of subset {name!r} is {value:g}, beyond +-{MAX_LABEL:g} "
+                             "(training computes in float32; labels are e.g. accuracy x 100)")
         labels[name] = float(value)
     return labels
 

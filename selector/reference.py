@@ -32,14 +32,15 @@ GPT_SCORES = "cc_sbu_align_test/gpt4score/gpt_final_score.json"
 
 
 def load_tensor(path: Path) -> np.ndarray:
+    """A released ``.pt`` tensor, loaded weights-only (a file that would run code is refused)."""
     import torch
 
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True).numpy()
-    except Exception as exc:  # torch raises many types for unreadable files
-        raise InputError(f"{path}: not a loadable tensor ({type(exc).__name__})") from None
+    from .safeload import torch_load
+
+    value = torch_load(path, "tensor file")
+    if not isinstance(value, torch.Tensor):
+        raise InputError(f"{path}: expected a tensor, found a {type(value).__name__}")
+    return value.numpy()
 
 
 @dataclass

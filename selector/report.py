@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .atomic import atomic_open, write_text
 from .errors import InputError
 from .jsonio import PathLike, read_json, write_json
 
@@ -351,7 +352,8 @@ def _figure(width: float, height: float):
 
 
 def _save(figure, path: Path) -> Path:
-    figure.savefig(path, format="png", metadata={"Software": None})
+    with atomic_open(path, "wb") as handle:
+        figure.savefig(handle, format="png", metadata={"Software": None})
     return path
 
 
@@ -735,6 +737,26 @@ def _safe_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "report"
 
 
+PLOTS = ("indicators", "correlations", "clusters", "cross_validation")
+
+
+def _refuse_overlap(out_dir: Path, name: str, stem: str, pool: Any, selection: PathLike,
+                    checkpoint: Optional[PathLike], data: Optional[PathLike]) -> None:
+    """The report's files (HTML, PNGs, numbers) never are, hold or lie inside what it reads: the
+    pool, checkpoint and data, and the selection's manifest, captions and images (the report
+    goes *beside* those, in the selection folder by default)."""
+    from .overlap import refuse_overlap
+
+    selection = Path(selection)
+    outputs = [out_dir / name, out_dir / f"{stem}_data.json"] + \
+        [out_dir / f"{stem}_{plot}.png" for plot in PLOTS]
+    refuse_overlap({"--out": outputs}, {
+        "--pool": pool if isinstance(pool, (str, os.PathLike)) else None,
+        "--checkpoint": checkpoint, "--data": data,
+        "--selection": [selection / "manifest.json", selection / "filter_cap.json",
+                        selection / "selected.txt", selection / "image"]})
+
+
 def write_report(out_dir: PathLike, pool: Union[PathLike, Any], selection: PathLike,
                  checkpoint: Optional[PathLike] = None, data: Optional[PathLike] = None,
                  max_examples: int = 12, name: str = REPORT_NAME) -> Path:
@@ -752,10 +774,11 @@ def write_report(out_dir: PathLike, pool: Union[PathLike, Any], selection: PathL
     if importlib.util.find_spec("matplotlib") is None:
         raise InputError("igpt4 report needs matplotlib (pip install "
                          "'instructiongpt4[report]')")
-    inputs = load_inputs(pool, selection, checkpoint, data)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem = _safe_stem(Path(name).stem)
+    _refuse_overlap(out_dir, name, stem, pool, selection, checkpoint, data)
+    inputs = load_inputs(pool, selection, checkpoint, data)
+    out_dir.mkdir(parents=True, exist_ok=True)
     plots: Dict[str, Path] = {}
     names = list(inputs.pool.indicator_names)
     parts: Dict[str, Any] = {"plots": plots}
@@ -783,10 +806,7 @@ def write_report(out_dir: PathLike, pool: Union[PathLike, Any], selection: PathL
     parts["examples"] = pick_examples(inputs, max_examples)
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     document = render(inputs, parts, created)
-    path = out_dir / name
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(document, encoding="utf-8")
-    os.replace(tmp, path)
+    path = write_text(out_dir / name, document)
     write_json(out_dir / f"{stem}_data.json", _report_data(inputs, parts, created))
     return path
 
@@ -826,6 +846,8 @@ def report_command(selection: PathLike, pool: PathLike, checkpoint: Optional[Pat
     out_path = Path(out) if out is not None else Path(selection) / REPORT_NAME
     if out_path.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"{out_path}: the report file must end in .html")
+    _refuse_overlap(out_path.parent, out_path.name, _safe_stem(out_path.stem), pool, selection,
+                    checkpoint, data)  # before reading anything (write_report checks again)
     if checkpoint is None:
         manifest, _ = read_manifest(selection)
         recorded = (manifest.get("settings") or {}).get("checkpoint")

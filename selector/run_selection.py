@@ -53,13 +53,23 @@ def _digest_pool(digest: "hashlib._Hash", pool_path: Path) -> None:
         digest.update(array.tobytes())
 
 
+def default_cache_dir(annotations: PathLike) -> Path:
+    """``<user cache>/datasets/<hash of the data file's real path>``: the scores, pool and
+    selections of one data set, kept out of the data folder (which may be read-only or shared)."""
+    from .paths import user_cache_dir
+
+    real = os.path.realpath(os.path.abspath(str(annotations)))
+    return user_cache_dir() / "datasets" / hashlib.sha256(real.encode("utf-8")).hexdigest()[:16]
+
+
 def selection_for_run(storage: PathLike, options: Dict[str, Any],
                       output_dir: Optional[PathLike] = None) -> RunSelection:
     """The ids to train on, from a cc_sbu_align folder (or a conversation JSON, then with
     ``image_root`` among the options) and the dataset's ``selector`` options:
 
     ``checkpoint`` (selector folder or released .pth), ``pool`` (pool file; default
-    ``<cache_dir>/pool.safetensors``), ``cache_dir`` (default ``<storage>/.igpt4``),
+    ``<cache_dir>/pool.safetensors``), ``cache_dir`` (default :func:`default_cache_dir`: in the
+    user cache, never in the data folder),
     ``num_samples`` (200), ``mode`` (default | reference: must match the checkpoint),
     ``clusters`` (null: spectral clustering of the image features; or a clusters file),
     ``compute_missing`` (score what the pool file lacks), ``indicators`` (indicator settings for
@@ -80,7 +90,7 @@ def selection_for_run(storage: PathLike, options: Dict[str, Any],
         raise InputError("datasets.<name>.selector.checkpoint is not set (a selector checkpoint "
                          "folder from igpt4 train-selector, or the released .pth)")
     checkpoint = Path(options["checkpoint"])
-    cache_dir = Path(options.get("cache_dir") or annotations.parent / ".igpt4")
+    cache_dir = Path(options.get("cache_dir") or default_cache_dir(annotations))
     pool_path = Path(options.get("pool") or cache_dir / "pool.safetensors")
     if options.get("compute_missing"):
         _on_first_rank(lambda: _update_pool(storage, cache_dir, pool_path, options,
@@ -120,9 +130,11 @@ def selection_for_run(storage: PathLike, options: Dict[str, Any],
     if output_dir is not None:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
+        from .atomic import copy_file
+
         for name in ("manifest.json", "filter_cap.json", "selected.txt"):
             if (folder / name).is_file():
-                shutil.copy(folder / name, out / f"igpt4_{name}")
+                copy_file(folder / name, out / f"igpt4_{name}")
     return RunSelection(ids, folder, reused, key)
 
 

@@ -27,7 +27,9 @@ PROBLEM_LINES = 20  # per-sample problem lines printed before only counting
 
 
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    from .redaction import redact_text
+
+    print(redact_text(message), file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -133,7 +135,8 @@ def _plan(store, indicators, embedders, samples, hashes) -> None:
     lines = []
     for indicator in indicators:
         key = settings_hash(indicator.name, indicator.settings())
-        cached = store.get(indicator.name, key, hashes)
+        indicator.attach_store(store)  # the estimate leaves out requests already answered
+        cached = store.get(indicator.name, key, hashes)  # failures are never stored: to compute
         todo = [s for s, d in zip(samples, hashes) if d not in cached]
         estimate = indicator.estimate(todo) if todo else {}
         lines.append(f"  {indicator.name:<16} {len(cached):>8} cached {len(todo):>8} to compute"
@@ -176,31 +179,34 @@ def _rows(samples, columns) -> List[Dict[str, Any]]:
 
 
 def export(out: PathLike, rows: List[Dict[str, Any]]) -> Path:
-    """A flat table, written under a temporary name and renamed (never half a file)."""
+    """A flat table, written atomically (:mod:`selector.atomic`: never half a file), secrets
+    redacted (:mod:`selector.redaction`)."""
     import csv
 
+    from .atomic import atomic_open
+    from .redaction import redact
+
+    rows = redact(rows)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     if out.suffix == ".csv":
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        with atomic_open(out, newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["id"])
             writer.writeheader()
             writer.writerows(rows)
     elif out.suffix == ".jsonl":
-        with open(tmp, "w", encoding="utf-8") as handle:
+        with atomic_open(out) as handle:
             handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     elif out.suffix == ".parquet":
         try:
             import pandas as pd
-
-            pd.DataFrame(rows).to_parquet(tmp, index=False)
+            import pyarrow  # noqa: F401  (to_parquet's engine: fail before writing anything)
         except ImportError as exc:
             raise InputError(f"{out}: Parquet export needs pandas and pyarrow "
                              f"(pip install 'instructiongpt4[parquet]'): {exc}") from None
+        with atomic_open(out, "wb") as handle:
+            pd.DataFrame(rows).to_parquet(handle, index=False)
     else:
         raise InputError(f"{out}: export format must be one of {', '.join(EXPORT_FORMATS)}")
-    tmp.replace(out)
     return out
 
 

@@ -134,8 +134,7 @@ def _select(ids: List[str], scores: Sequence[float], rows: np.ndarray, cluster: 
     stable sort on the negated key, so ties keep the order the original's stable
     ``sorted(..., reverse=True)`` kept: cluster-file order within a cluster, candidate order
     (cluster by cluster) in the global cut, pool order in the fill-up."""
-    if k < 1:
-        raise InputError(f"number of samples to select must be >= 1, not {k}")
+    _check_k(k)
     values = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(values) != len(ids):
         raise InputError(f"{len(values)} scores for a pool of {len(ids)} samples")
@@ -220,8 +219,15 @@ def select_diverse_top_k_loop(ids: Sequence[str], scores: Sequence[float],
         unclustered=[i for i in ids if i not in cluster_of])
 
 
+def _check_k(k: int) -> None:
+    """k >= 1: 0 must not mean "nothing", and a negative k would slice "all but |k|"."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InputError(f"number of samples to select must be a whole number >= 1, not {k!r}")
+
+
 def random_k(ids: Sequence[str], k: int, seed: int = 0) -> List[str]:
     """Ablation baseline: k samples drawn uniformly without replacement (seeded)."""
+    _check_k(k)
     if k > len(ids):
         raise InputError(f"cannot draw {k} samples from a pool of {len(ids)}")
     rows = np.random.default_rng(seed).choice(len(ids), size=k, replace=False)
@@ -230,5 +236,8 @@ def random_k(ids: Sequence[str], k: int, seed: int = 0) -> List[str]:
 
 def top_k_by(ids: Sequence[str], values: Sequence[float], k: int) -> List[str]:
     """Ablation baseline: the k samples with the highest value of one indicator (stable ties)."""
+    _check_k(k)
+    if k > len(ids):
+        raise InputError(f"cannot select {k} samples from a pool of {len(ids)}")
     order = np.argsort(-np.asarray(values, dtype=np.float64), kind="stable")[:k]
     return sorted((ids[i] for i in order.tolist()), key=id_sort_key)

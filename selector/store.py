@@ -4,7 +4,18 @@ A row per (sample content hash, indicator, settings hash), as HF ``datasets`` fi
 ``map`` results: an unchanged sample with unchanged settings is never recomputed, a changed setting
 recomputes only that indicator, an edited caption or image only that sample. Values are written
 in one transaction per chunk, so a run killed at any moment (even ``kill -9``) keeps every finished
-chunk, duplicates nothing, and a rerun ends with the same table as an uninterrupted run.
+chunk, duplicates nothing, and a rerun ends with the same table as an uninterrupted run. Work that
+is paid per request (GPT replies) is committed per reply instead (:class:`ReplyStore`: one row per
+request, committed the moment the reply arrives), so a kill loses only the requests in flight.
+
+A failure is not a value. A problem is either a property of the sample (an empty answer, an image
+whose bytes do not decode, a reply that was delivered but has no usable score: we paid for it) and
+is cached like a value, or a :class:`Failure` of the computation (HTTP 5xx, 429 after the SDK's
+retries, a timeout, a connection error, an image the OS could not read): that is never stored, so
+the next run computes it again and ``--dry-run`` counts it as "to compute".
+
+Everything stored goes through :func:`selector.redaction.redact` first: a secret (the API key) that
+a server echoed back in a reply or an error never reaches the file (nor its WAL).
 
 Arrays (embeddings) live in ``.npy`` shards under ``WORK/arrays/<kind>-<settings hash>/``, one per
 chunk, indexed from the ``array_rows`` table (shard file and row per sample). A shard is written
@@ -15,19 +26,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
-import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .atomic import atomic_open
 from .data import Sample
 from .distributed import Ranks
 from .indicators import Indicator, IndicatorValue
 from .jsonio import PathLike
+from .redaction import redact
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS indicator_values (
@@ -58,6 +71,19 @@ CREATE TABLE IF NOT EXISTS settings (
     settings      TEXT NOT NULL
 );
 """
+
+
+class Failure(str):
+    """A problem that says the computation failed, not that the sample is bad (HTTP 5xx, a
+    timeout, a connection error, an OS error reading a file). It reads as the problem text, but
+    the store never caches it: the next run tries again. Build it where the failure is known;
+    string operations return plain ``str``, so wrap a derived message again."""
+
+    __slots__ = ()
+
+
+def is_failure(problem: Optional[str]) -> bool:
+    return isinstance(problem, Failure)
 
 
 def settings_hash(indicator: str, settings: Dict[str, Any]) -> str:
@@ -110,7 +136,7 @@ class Store:
     def _remember_settings(self, settings_key: str, name: str, settings: Dict[str, Any]) -> None:
         self.connection.execute(
             "INSERT OR IGNORE INTO settings VALUES (?, ?, ?)",
-            (settings_key, name, json.dumps(settings, sort_keys=True, default=str)))
+            (settings_key, name, json.dumps(redact(settings), sort_keys=True, default=str)))
 
     def get(self, indicator: str, settings: str, hashes: Sequence[str]
             ) -> Dict[str, IndicatorValue]:
@@ -120,41 +146,65 @@ class Store:
                     "indicator", indicator, settings, hashes)}
 
     def put(self, indicator: str, settings_key: str, settings: Dict[str, Any],
-            rows: Iterable[tuple]) -> None:
-        """Insert ``(sample_hash, IndicatorValue)`` rows in one transaction."""
+            rows: Iterable[tuple]) -> int:
+        """Insert ``(sample_hash, IndicatorValue)`` rows in one transaction (committed when this
+        returns), secrets redacted. Rows whose problem is a :class:`Failure` are left out (a
+        failure is not a value). Returns how many rows were stored."""
         now = time.time()
+        kept = [(digest, value) for digest, value in rows if not is_failure(value.problem)]
+        if not kept:
+            return 0
         with self.connection:
             self._remember_settings(settings_key, indicator, settings)
             self.connection.executemany(
                 "INSERT OR REPLACE INTO indicator_values VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(digest, indicator, settings_key, value.sample_id, value.value, value.problem,
-                  json.dumps(value.detail), now) for digest, value in rows])
+                [(digest, indicator, settings_key, redact(value.sample_id), value.value,
+                  redact(value.problem), json.dumps(redact(value.detail)), now)
+                 for digest, value in kept])
+        return len(kept)
+
+    def put_one(self, indicator: str, settings_key: str, settings: Dict[str, Any],
+                digest: str, value: IndicatorValue) -> bool:
+        """One row, committed at once (a kill right after loses nothing); False for a
+        :class:`Failure`, which is not stored."""
+        return self.put(indicator, settings_key, settings, [(digest, value)]) == 1
+
+    def forget(self, indicator: str, problem: "re.Pattern[str]") -> int:
+        """Delete the rows of ``indicator`` that have no value and a problem matching
+        ``problem`` (failures that an earlier version cached as values); returns how many."""
+        doomed = [(digest, key) for digest, key, text in self.connection.execute(
+            "SELECT sample_hash, settings_hash, problem FROM indicator_values WHERE indicator = ? "
+            "AND value IS NULL AND problem IS NOT NULL", (indicator,)) if problem.search(text)]
+        if doomed:
+            with self.connection:
+                self.connection.executemany(
+                    "DELETE FROM indicator_values WHERE sample_hash = ? AND indicator = ? "
+                    "AND settings_hash = ?", [(digest, indicator, key) for digest, key in doomed])
+        return len(doomed)
 
     def put_arrays(self, kind: str, settings_key: str, settings: Dict[str, Any],
                    hashes: Sequence[str], ids: Sequence[str], vectors: np.ndarray,
                    problems: Sequence[Optional[str]]) -> None:
-        """Store one chunk of vectors (row i for ``hashes[i]``; rows with a problem are not kept)."""
+        """Store one chunk of vectors (row i for ``hashes[i]``; rows with a problem keep only the
+        problem; rows with a :class:`Failure` are not stored at all: the next run retries them)."""
         good = [i for i, problem in enumerate(problems) if problem is None]
+        stored = [i for i, problem in enumerate(problems) if not is_failure(problem)]
         shard = None
         if good:
             folder = self.path.parent / "arrays" / f"{kind}-{settings_key}"
             folder.mkdir(parents=True, exist_ok=True)
             shard = f"{kind}-{settings_key}/{uuid.uuid4().hex}.npy"
             target = self.path.parent / "arrays" / shard
-            tmp = target.with_name(f".{target.name}.tmp")
-            with open(tmp, "wb") as handle:
+            with atomic_open(target, "wb") as handle:
                 np.save(handle, np.ascontiguousarray(vectors[good], dtype=np.float32))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
         row_of = {i: n for n, i in enumerate(good)}
         now = time.time()
         with self.connection:
             self._remember_settings(settings_key, kind, settings)
             self.connection.executemany(
                 "INSERT OR REPLACE INTO array_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(hashes[i], kind, settings_key, ids[i], shard if i in row_of else None,
-                  row_of.get(i), problems[i], now) for i in range(len(hashes))])
+                [(hashes[i], kind, settings_key, redact(ids[i]), shard if i in row_of else None,
+                  row_of.get(i), redact(problems[i]), now) for i in stored])
 
     def get_arrays(self, kind: str, settings_key: str, hashes: Sequence[str]
                    ) -> Dict[str, Tuple[Optional[np.ndarray], Optional[str]]]:
@@ -181,17 +231,52 @@ class Store:
                                        (indicator,)).fetchone()[0]
 
 
+class ReplyStore:
+    """Per-request results of paid requests (GPT replies), shared by the GPT score and the GPT
+    judge: one row per request under its own column name, keyed by the request's content hash
+    (``request.key``), committed the moment its reply arrives (``keep`` is the sink that
+    :meth:`selector.indicators.gpt.OpenAIChat.send` calls before handing the reply on). Only
+    delivered replies are kept (a reply without a usable score is kept *flagged*: it was paid
+    for); requests that got no reply are not, so the next run sends exactly those again.
+
+    ``value_of(request, outcome)`` turns a delivered reply into what is stored (the caller's
+    parsing: a 0..100 score, a judge's score pair)."""
+
+    def __init__(self, store: "Store", name: str, settings: Dict[str, Any],
+                 value_of: Callable[[Any, Any], IndicatorValue]) -> None:
+        self.store = store
+        self.name = name
+        self.settings = settings
+        self.settings_key = settings_hash(name, settings)
+        self.value_of = value_of
+
+    def get(self, keys: Sequence[str]) -> Dict[str, IndicatorValue]:
+        return self.store.get(self.name, self.settings_key, list(keys))
+
+    def keep(self, delivered: Sequence[Tuple[Any, Any]]) -> None:
+        """Commit these ``(request, outcome)`` pairs (one transaction: one reply online, one
+        finished batch in batch mode)."""
+        rows = [(request.key, self.value_of(request, outcome)) for request, outcome in delivered]
+        if rows:
+            self.store.put(self.name, self.settings_key, self.settings, rows)
+
+
 def score_cached(store: Store, indicator: Indicator, samples: Sequence[Sample],
                  chunk_size: int = 256, hashes: Optional[Sequence[str]] = None,
                  ranks: Optional[Ranks] = None) -> List[IndicatorValue]:
     """Values for every sample, computing only those missing from the store, chunk by chunk.
 
-    Under a launcher (``ranks``) each process computes its share of the missing samples and all
-    of them return the merged values once every share is stored."""
+    Failures (:class:`Failure` problems) are returned for this run but not stored: the next run
+    computes them again. Under a launcher (``ranks``) each process computes its share of the
+    missing samples and all of them return the merged values once every share is stored (a
+    sample that failed on another process comes back as a failure)."""
     settings = indicator.settings()
     key = settings_hash(indicator.name, settings)
     hashes = list(hashes) if hashes is not None else [sample_hash(s) for s in samples]
     ranks = ranks or Ranks(launched=False)
+    # per-request results (GPT replies) are committed as they come; before read_together, whose
+    # barrier makes every rank see the cache after attach_store's clean-up
+    indicator.attach_store(store)
     cached = ranks.read_together(lambda: store.get(indicator.name, key, hashes))
     todo = ranks.mine([i for i, digest in enumerate(hashes) if digest not in cached])
     chunk_size = indicator.chunk_size or chunk_size
@@ -202,6 +287,8 @@ def score_cached(store: Store, indicator: Indicator, samples: Sequence[Sample],
         cached.update((hashes[i], v) for i, v in zip(rows, values))
     if ranks.world_size > 1:
         ranks.wait()
-        cached = store.get(indicator.name, key, hashes)
-    return [IndicatorValue(s.id, cached[d].value, cached[d].problem, cached[d].detail)
-            for s, d in zip(samples, hashes)]
+        cached = {**cached, **store.get(indicator.name, key, hashes)}
+    failed = IndicatorValue("", None, Failure("not computed: failed on another process (a rerun "
+                                              "retries it)"))
+    return [IndicatorValue(s.id, cached.get(d, failed).value, cached.get(d, failed).problem,
+                           cached.get(d, failed).detail) for s, d in zip(samples, hashes)]

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 
+from .atomic import atomic_open, write_text
 from .errors import InputError
 from .jsonio import PathLike, read_json, write_json
 
@@ -230,15 +231,10 @@ def resolve_template(template: Optional[PathLike]) -> Path:
 def load_template(path: PathLike):
     """The MiniGPT-4 train config to copy per subset; it must train on ``cc_sbu_align``."""
     from omegaconf import DictConfig, OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
 
-    try:
-        config = OmegaConf.load(str(path))
-    except (OmegaConfBaseException, ValueError, OSError) as exc:  # yaml errors are ValueErrors
-        raise InputError(f"{path}: not a loadable YAML config "
-                         f"({' '.join(str(exc).split())[:160]})") from None
-    if not isinstance(config, DictConfig):
-        raise InputError(f"{path}: expected a YAML mapping (model:, datasets:, run:)")
+    from .settings import load_yaml
+
+    config = load_yaml(Path(path))  # malformed YAML: one line with the file and line
     for key, why in (("model", "the model to fine-tune"),
                      ("datasets.cc_sbu_align", "the stage-2 data whose storage is set per subset"),
                      ("run", "the runner settings, where output_dir is set per subset")):
@@ -327,9 +323,8 @@ def write_subsets(subsets: Subsets, data: Union[PathLike, "DataPool"], out_dir: 
         write_cc_sbu_align(pool.subset(members).samples, job.data, image_mode)
         job.output.mkdir(parents=True, exist_ok=True)
         config = subset_config(base, job)
-        tmp = job.config.with_name(f".{job.config.name}.tmp")
-        OmegaConf.save(config, tmp)
-        tmp.replace(job.config)
+        with atomic_open(job.config) as handle:
+            OmegaConf.save(config, handle)
     write_json(existing, {job.name: list(subsets[job.name]) for job in jobs})
     manifest = {"template": str(template_path.resolve()),
                 "data": str(pool.source.parent.resolve()),
@@ -345,7 +340,7 @@ def write_subsets(subsets: Subsets, data: Union[PathLike, "DataPool"], out_dir: 
 
 _LAUNCH_HEAD = """#!/usr/bin/env bash
 # Written by `igpt4 split`: fine-tune MiniGPT-4 on each subset, then evaluate it with the
-# Arena-compatible `igpt4 eval`; afterwards `igpt4 labels collect {out} --out {out}/labels.json`.
+# Arena-compatible `igpt4 eval`; afterwards `igpt4 labels collect {out} --out {labels}`.
 #
 #   MINIGPT4_DIR=/path/to/MiniGPT-4 ARENA_DATA=/path/to/arena/data [NPROC=8] bash {launcher} [SUBSET...]
 #
@@ -440,13 +435,15 @@ done
 if [ ${{#failed[@]}} -gt 0 ]; then
   echo "[igpt4] failed subsets: ${{failed[*]}}" >&2; exit 1
 fi
-echo "[igpt4] done; collect the labels: ${{IGPT4:-igpt4}} labels collect {out} --out {out}/labels.json"
+echo "[igpt4] done; collect the labels: ${{IGPT4:-igpt4}} labels collect {out} --out {labels}"
 """
 
 
 def launcher_text(out_dir: Path, jobs: Sequence[SubsetJob], datasets: Sequence[str]) -> str:
     q = shlex.quote
-    parts = [_LAUNCH_HEAD.format(out=q(str(out_dir)), launcher=q(str(out_dir / LAUNCHER)),
+    labels = q(str(out_dir.parent / "labels.json"))  # beside the split: never inside an input
+    parts = [_LAUNCH_HEAD.format(out=q(str(out_dir)), labels=labels,
+                                 launcher=q(str(out_dir / LAUNCHER)),
                                  marker=TRAINED_MARKER, run_file=EVAL_RUN_FILE,
                                  dataset_words=" ".join(q(d.lower()) for d in datasets))]
     for index, job in enumerate(jobs):
@@ -457,16 +454,12 @@ def launcher_text(out_dir: Path, jobs: Sequence[SubsetJob], datasets: Sequence[s
     cases = "\n".join(f"    {q(job.name)}) subset_{index} || failed+=({q(job.name)}) ;;"
                       for index, job in enumerate(jobs))
     parts.append(_LAUNCH_TAIL.format(names=" ".join(q(job.name) for job in jobs), cases=cases,
-                                     out=q(str(out_dir))))
+                                     out=q(str(out_dir)), labels=labels))
     return "".join(parts)
 
 
 def _write_script(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.chmod(0o755)
-    tmp.replace(path)
-    return path
+    return write_text(path, text, permissions=0o755)
 
 
 def write_launcher(out_dir: Path, jobs: Sequence[SubsetJob], datasets: Sequence[str]) -> Path:

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .atomic import atomic_open, write_text
 from .errors import InputError
 from .jsonio import PathLike, read_json, write_json
 
@@ -328,7 +329,8 @@ def make_toy_pool(out_dir: PathLike, n: int = 300, bad_fraction: float = 0.25, s
     for index, sample_id in enumerate(ids):
         rng = _sample_rng("pool", seed, index)
         truth = random_truth(rng)
-        draw(truth, image_size).save(image_dir / f"{sample_id}.jpg", format="JPEG", quality=92)
+        with atomic_open(image_dir / f"{sample_id}.jpg", "wb") as handle:
+            draw(truth, image_size).save(handle, format="JPEG", quality=92)
         clean = caption_of(truth, rng)
         kind = planted_kind[sample_id]
         caption, fault = (clean, None) if kind is None else faulty_caption(kind, truth, clean, rng)
@@ -486,7 +488,7 @@ def toy_clip(folder: Path, seed: int = 0, train: bool = True, progress: bool = T
 
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / f"{TOY_CLIP_NAME}.json"
-    config.write_text(json.dumps(TOY_CLIP, indent=2))
+    write_text(config, json.dumps(TOY_CLIP, indent=2))
     checkpoint = folder / f"{TOY_CLIP_NAME}.pt"
     with _OneThread():
         torch.manual_seed(seed)
@@ -500,9 +502,8 @@ def toy_clip(folder: Path, seed: int = 0, train: bool = True, progress: bool = T
             report = {"trained": True, **train_toy_clip(
                 model, preprocess, open_clip.get_tokenizer(TOY_CLIP_NAME), seed,
                 **{**CLIP_TRAINING, **(training or {})}, progress=progress)}
-    tmp = checkpoint.with_name(f".{checkpoint.name}.tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(checkpoint)
+    with atomic_open(checkpoint, "wb") as handle:
+        torch.save(model.state_dict(), handle)
     load_open_clip.cache_clear()  # a cached model of the same path must not outlive new weights
     return config, checkpoint, report
 

@@ -141,6 +141,10 @@ def fit(data: SubsetData, config: SelectorConfig, train: TrainConfig = TrainConf
                 best_state = copy.deepcopy(model.state_dict())
             elif train.patience and epoch - best_epoch >= train.patience:
                 break
+    if best_state is None:  # every held-out loss was NaN: never hand back an untrained model
+        raise InputError(f"selector training diverged: the held-out loss was not finite in any "
+                         f"of {len(history)} epochs (labels or features too large for float32, "
+                         f"or lr {train.lr} too high)")
     model.load_state_dict(best_state)
     return FitResult(model.eval(), best_epoch, history, validation.names)
 

@@ -7,7 +7,9 @@ Chat completions (``POST /v1/chat/completions``) behave according to markers in 
 
 * ``[[score=73]]``: the reply is ``"73\\n<explanation>"``;
 * ``[[429x2]]``: HTTP 429 for the first 2 attempts of this exact message, then a normal reply;
-* ``[[500]]``: always HTTP 500;
+* ``[[500]]``: always HTTP 500; ``[[500x1]]``: HTTP 500 for the first attempt only (a rerun
+  succeeds; counted across processes' runs against this server, online and in batches);
+* ``[[slowx1]]``: slow (see ``[[slow]]``) on the first attempt only;
 * ``[[garbage]]``: a reply without any number;
 * ``[[empty]]``: a reply whose content is null;
 * ``[[slow]]``: sleeps ``slow_seconds`` (past a short client timeout) before replying;
@@ -17,7 +19,18 @@ Chat completions (``POST /v1/chat/completions``) behave according to markers in 
 
 429 and 500 responses carry ``retry-after-ms: 1`` so the SDK's retries are fast. Every request is
 recorded (method, path, headers, body) and the number of chat requests in flight at once is
-tracked (``max_in_flight``). ``latency`` seconds are added to every chat reply.
+tracked (``max_in_flight``); ``replies_sent`` counts chat replies handed back. ``latency`` seconds
+are added to every chat reply.
+
+``hold_after=N``: the first N chat requests are answered, every later one waits until
+:meth:`FakeOpenAI.release` (a test kills its client at an exact moment: N replies delivered,
+the rest unanswered).
+
+``echo_headers=True``: a careless server that sends the request's ``Authorization`` header back
+everywhere: appended to every reply's text (after the score, so it still parses), to every error
+message, as a response header, and into batch output and error rows and a failed batch's errors
+(with the header of the request that created the batch). The key must reach no file and no
+stream anyway.
 
 The Batch API: ``POST /v1/files`` (multipart), ``POST /v1/batches``, ``GET /v1/batches`` (list),
 ``GET /v1/batches/{id}`` (the status moves ``validating`` -> ``in_progress`` ->
@@ -105,10 +118,15 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body() if method == "POST" else b""
         path = self.path.split("?", 1)[0]
         fake._record(Recorded(method, path, {k.lower(): v for k, v in self.headers.items()}, body))
+        authorization = self.headers.get("Authorization", "")
         status, payload, headers, raw = fake._dispatch(
-            method, path, body, self.headers.get("Content-Type", ""),
-            self.headers.get("Authorization", ""))
+            method, path, body, self.headers.get("Content-Type", ""), authorization)
+        if fake.echo_headers:
+            headers = {**(headers or {}), "x-echo-authorization": authorization}
         self._send(status, payload, headers, raw)
+        if path.endswith("/chat/completions"):
+            with fake._lock:
+                fake.replies_sent += 1
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -123,8 +141,14 @@ def _error(status: int, message: str, kind: str) -> Dict[str, Any]:
 
 class FakeOpenAI:
     def __init__(self, latency: float = 0.0, slow_seconds: float = 3.0, batch_polls: int = 3,
-                 batch_final_status: str = "completed", port: int = 0) -> None:
+                 batch_final_status: str = "completed", port: int = 0,
+                 echo_headers: bool = False, hold_after: Optional[int] = None) -> None:
         self.latency = latency
+        self.echo_headers = echo_headers
+        self.hold_after = hold_after
+        self.replies_sent = 0
+        self._answered = 0  # chat requests let through the hold
+        self._release = threading.Event()
         self.slow_seconds = slow_seconds
         self.batch_polls = batch_polls  # retrievals before a batch reaches its final status
         self.batch_final_status = batch_final_status
@@ -157,7 +181,12 @@ class FakeOpenAI:
         self._thread.start()
         return self
 
+    def release(self) -> None:
+        """Let every held request (``hold_after``) through, now and from now on."""
+        self._release.set()
+
     def stop(self) -> None:
+        self._release.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -205,7 +234,7 @@ class FakeOpenAI:
                 return 404, _error(404, "no such file", "invalid_request_error"), None, None
             return 200, None, None, found["data"]
         if method == "POST" and route == "/batches":
-            return self._create_batch(json.loads(body.decode("utf-8")))
+            return self._create_batch(json.loads(body.decode("utf-8")), authorization)
         if method == "GET" and route == "/batches":
             with self._lock:
                 data = [self._batch_object(b) for b in self.batches.values()][::-1]
@@ -222,13 +251,19 @@ class FakeOpenAI:
         """(HTTP status, reply text, delay) for a message, following its markers."""
         markers = _MARKER.findall(content)
         delay = 0.0
+        attempt: Optional[int] = None
         for marker in markers:
-            if marker.startswith("429x") and count_attempt:
-                with self._lock:
-                    attempt = self._attempts.get(content, 0)
-                    self._attempts[content] = attempt + 1
-                if attempt < int(marker[4:]):
-                    return 429, None, 0.0
+            counted = re.fullmatch(r"(429|500|slow)x(\d+)", marker)
+            if counted and (count_attempt or counted.group(1) != "429"):
+                if attempt is None:
+                    with self._lock:
+                        attempt = self._attempts.get(content, 0)
+                        self._attempts[content] = attempt + 1
+                if attempt < int(counted.group(2)):
+                    if counted.group(1) == "slow":
+                        delay = self.slow_seconds
+                    else:
+                        return int(counted.group(1)), None, 0.0
             elif marker in ("500", "401"):
                 return int(marker), None, 0.0
             elif marker == "echo":
@@ -251,30 +286,41 @@ class FakeOpenAI:
                              "finish_reason": "stop", "logprobs": None}],
                 "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}}
 
+    def _echo(self, text: Optional[str], authorization: str) -> Optional[str]:
+        if not self.echo_headers or text is None:
+            return text
+        return f"{text} (request headers: Authorization: {authorization})"
+
     def _chat(self, request: Dict[str, Any], authorization: str = ""):
         content = str(request["messages"][-1]["content"])
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            held = self.hold_after is not None and self._answered >= self.hold_after
+            if not held:
+                self._answered += 1
         try:
+            if held:
+                self._release.wait()
             status, reply, delay = self.reply_for(content)
             time.sleep(self.latency + delay)
         finally:
             with self._lock:
                 self.in_flight -= 1
+        echo = lambda message: self._echo(message, authorization)  # noqa: E731
         if status == 429:
-            return 429, _error(429, "Rate limit reached (scripted)", "rate_limit_error"), \
+            return 429, _error(429, echo("Rate limit reached (scripted)"), "rate_limit_error"), \
                 {"retry-after-ms": "1"}, None
         if status == 500:
-            return 500, _error(500, "The server had an error (scripted)", "server_error"), \
+            return 500, _error(500, echo("The server had an error (scripted)"), "server_error"), \
                 {"retry-after-ms": "1"}, None
         if status == 401:
-            return 401, _error(401, "Incorrect API key provided (scripted)",
+            return 401, _error(401, echo("Incorrect API key provided (scripted)"),
                                "invalid_request_error"), None, None
         if status == 400:
             return 400, _error(400, f"bad request from {authorization}", "invalid_request_error"), \
                 None, None
-        return 200, self._completion(request.get("model", "?"), reply), None, None
+        return 200, self._completion(request.get("model", "?"), echo(reply)), None, None
 
     # ------------------------------------------------------------------------ batch API
 
@@ -297,7 +343,7 @@ class FakeOpenAI:
             self.files[file_id] = {**record, "data": data}
         return 200, record, None, None
 
-    def _create_batch(self, request: Dict[str, Any]):
+    def _create_batch(self, request: Dict[str, Any], authorization: str = ""):
         if request.get("input_file_id") not in self.files:
             return 400, _error(400, "unknown input_file_id", "invalid_request_error"), None, None
         batch_id = self._next_id("batch")
@@ -306,7 +352,8 @@ class FakeOpenAI:
                  "input_file_id": request["input_file_id"], "metadata": request.get("metadata"),
                  "created_at": int(time.time()), "status": "validating", "polls": 0,
                  "output_file_id": None, "error_file_id": None, "errors": None,
-                 "request_counts": {"total": 0, "completed": 0, "failed": 0}}
+                 "request_counts": {"total": 0, "completed": 0, "failed": 0},
+                 "authorization": authorization}
         with self._lock:
             self.batches[batch_id] = batch
             self.batch_creations += 1
@@ -314,7 +361,7 @@ class FakeOpenAI:
 
     @staticmethod
     def _batch_object(batch: Dict[str, Any]) -> Dict[str, Any]:
-        return {k: v for k, v in batch.items() if k != "polls"}
+        return {k: v for k, v in batch.items() if k not in ("polls", "authorization")}
 
     def _retrieve_batch(self, batch_id: str):
         with self._lock:
@@ -333,6 +380,7 @@ class FakeOpenAI:
 
     def _finish_batch(self, batch: Dict[str, Any]) -> None:
         status = self.batch_final_status
+        echo = lambda message: self._echo(message, batch["authorization"])  # noqa: E731
         lines = [json.loads(line) for line in
                  self.files[batch["input_file_id"]]["data"].decode("utf-8").splitlines()
                  if line.strip()]
@@ -343,7 +391,8 @@ class FakeOpenAI:
             with self._lock:
                 batch.update(status="failed", errors={"object": "list", "data": [
                     {"code": "invalid_request", "line": bad[0] if bad else None,
-                     "message": "scripted failure" if not bad else "malformed request line",
+                     "message": echo("scripted failure" if not bad
+                                     else "malformed request line"),
                      "param": None}]})
             return
         done = len(lines) if status == "completed" else len(lines) // 2
@@ -355,19 +404,22 @@ class FakeOpenAI:
                                "response": None, "error": {
                                    "code": "batch_expired" if status == "expired"
                                    else "batch_cancelled",
-                                   "message": f"This request was not executed (batch {status})."}})
+                                   "message": echo("This request was not executed "
+                                                   f"(batch {status}).")}})
                 continue
             content = str(line["body"]["messages"][-1]["content"])
             code, reply, _ = self.reply_for(content, count_attempt=False)
             if code != 200:
                 errors.append({"id": self._next_id("batch_req"), "custom_id": custom_id,
                                "response": {"status_code": code, "request_id": "req",
-                                            "body": _error(code, "scripted error", "server_error")},
+                                            "body": _error(code, echo("scripted error"),
+                                                           "server_error")},
                                "error": None})
             else:
                 output.append({"id": self._next_id("batch_req"), "custom_id": custom_id,
                                "response": {"status_code": 200, "request_id": "req",
-                                            "body": self._completion(line["body"]["model"], reply)},
+                                            "body": self._completion(line["body"]["model"],
+                                                                     echo(reply))},
                                "error": None})
         output_id = self._store_file(output, "batch_output") if output else None
         error_id = self._store_file(errors, "batch_error") if errors else None

@@ -20,7 +20,7 @@ import pytest
 from eval_arena import cli
 from eval_arena.datasets import build_dataset
 from eval_arena.metric import vqa_score
-from eval_arena.runner import STATE_DIR, evaluate, rerun
+from eval_arena.runner import STATE_DIR, evaluate, file_sha256, rerun
 from eval_arena import testers
 from eval_arena.testers import ScriptedTester, build_tester
 from selector.errors import InputError
@@ -123,15 +123,16 @@ def test_resume_after_sigkill_redoes_nothing_finished(tmp_path):
     assert not (out / "scripted" / "run1" / "mine.json").exists()
     with open(log, "a", encoding="utf-8") as handle:  # what a kill in the middle of a write leaves
         handle.write('{"index": 23, "answer": "torn')
-    done_questions = {json.loads(line)["question"] for line in saved}
-
-    # resume in-process with the same settings: only unsaved questions are asked
-    tester = ScriptedTester.from_file(answers)
-    resumed, folder = evaluate(tester, [build_dataset(f"jsonl:{data}", ".")], out, run_name="run1",
-                               batch_size=batch, progress=False)
-    asked = [q for _, q in tester.calls]
-    assert len(asked) == n - len(saved) and not done_questions & set(asked)
-    assert len(_saved_lines(log)) == n
+    # resume with the same settings (the scripted tester's delay does not change an answer, so
+    # it may go): only unsaved questions are asked, each once
+    resume = command[3:]
+    del resume[resume.index("delay=0.25") - 1:resume.index("delay=0.25") + 1]
+    assert cli.main(resume) == 0
+    lines = _saved_lines(log)
+    assert lines[:len(saved)] == saved and len(lines) == n
+    assert sorted(json.loads(line)["index"] for line in lines) == list(range(n))
+    folder = out / "scripted" / "run1"
+    resumed = _read(folder / "result.json")
 
     # the result equals an uninterrupted run's
     fresh, fresh_folder = evaluate(ScriptedTester.from_file(answers), [build_dataset(f"jsonl:{data}", ".")],
@@ -171,8 +172,9 @@ def test_resume_after_a_crash_and_refusal_of_other_questions(tmp_path):
     with pytest.raises(InputError, match="mine was started with other questions"):
         evaluate(tester, [other], tmp_path / "out", run_name="r", progress=False)
     # a finished run resumes without asking anything
-    again = ScriptedTester({}, name="m")
-    assert evaluate(again, [dataset], tmp_path / "out", run_name="r", progress=False)[0] == results
+    again = _Crashing(0, name="m")
+    assert evaluate(again, [dataset], tmp_path / "out", run_name="r", batch_size=3,
+                    progress=False)[0] == results
     assert again.calls == []
 
 
@@ -182,15 +184,22 @@ def test_rerun_rescores_without_a_model(tmp_path):
     results, folder = evaluate(ScriptedTester.from_file(answers, name="m"),
                                [build_dataset(f"jsonl:{data}", ".")], tmp_path / "out", progress=False)
     assert len(folder.name) == 14 and folder.name.isdigit()  # %Y%m%d%H%M%S
-    (folder / "result.json").unlink()
+    original = (folder / "result.json").read_bytes()
+    state = (folder / STATE_DIR / "run.json").read_bytes()
     assert rerun(folder) == results == {"mine": 9 / 12}
-    assert _read(folder / "result.json") == results
+    assert _read(folder / "result.arena.json") == results
     records = _read(folder / "mine.json")
     expected_vqa = sum(vqa_score(r["answer"], r["gt_answers"]) for r in records) / len(records)
     assert rerun(folder, metric="vqa", write=False) == {"mine": expected_vqa}
-    assert _read(folder / "result.json") == results  # not rewritten
+    assert not (folder / "result.vqa.json").exists()  # --print-only writes nothing
     assert rerun(folder, metric="vqa") == {"mine": expected_vqa}
-    assert _read(folder / "result.json") == {"mine": expected_vqa}
+    assert _read(folder / "result.vqa.json") == {"mine": expected_vqa}
+    assert rerun(folder) == results  # the rerun files are not read as answers
+    # the run's own result and state are byte-identical after every rerun
+    assert (folder / "result.json").read_bytes() == original
+    assert (folder / STATE_DIR / "run.json").read_bytes() == state
+    (folder / "result.json").unlink()  # a run that died before its first result still rescores
+    assert rerun(folder) == results and not (folder / "result.json").exists()
     records[3]["gt_answers"] = 7
     (folder / "mine.json").write_text(json.dumps(records))
     with pytest.raises(InputError, match=r"mine.json: item 3: 'gt_answers' must be"):
@@ -250,7 +259,9 @@ def test_cli_eval_and_rerun(arena, tmp_path, capsys):
     gqa = build_dataset("gqa", base, sample_num=4, sample_seed=3)
     assert [r["question"] for r in _read(folder / "GQA.json")] == [i.question for i in gqa.items]
     state = _read(folder / STATE_DIR / "run.json")
-    assert state["tester"] == {"name": "scripted", "args": {"answers": str(answers)}}
+    assert state["tester"] == {"name": "scripted", "args": {"answers": str(answers)},
+                               "files": {"answers": file_sha256(answers)}}
+    assert len(state["fingerprint"]) == 16 and state["answers"]["batch_size"] == 2
     assert state["datasets"]["GQA"]["sample_num"] == 4
 
     args = _parse("eval", "rerun", str(folder), "--metric", "vqa", "--print-only")
@@ -259,6 +270,12 @@ def test_cli_eval_and_rerun(arena, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["GQA", "IconQA"]
     assert _read(folder / "result.json") == result
+    assert not (folder / "result.vqa.json").exists()
+    original = (folder / "result.json").read_bytes()
+    assert cli.run(_parse("eval", "rerun", str(folder), "--metric", "vqa")) == 0
+    assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == ["GQA", "IconQA"]
+    assert list(_read(folder / "result.vqa.json")) == ["GQA", "IconQA"]
+    assert (folder / "result.json").read_bytes() == original
 
     with pytest.raises(InputError, match="eval needs --tester"):
         cli.run(_parse("eval", "--datasets", "gqa", "--data-root", str(base)))

@@ -116,27 +116,28 @@ INTERRUPTED_RUN = """
 import sys
 sys.path.insert(0, {tests!r})
 from test_gpt_indicator import caption, gpt
-gpt(base_url=sys.argv[1], timeout=60, max_retries=0).score([caption(str(n), "[[slow]]")
-                                                            for n in range(4)])
+gpt(base_url=sys.argv[1], timeout=3600, max_retries=0).score([caption(str(n), "[[slow]] %d" % n)
+                                                              for n in range(4)])
 """
 
 
 def test_ctrl_c_stops_online_scoring_at_once(server):
-    server.slow_seconds = 30
+    """Robust on a busy machine: the requests in flight would take 10 minutes, so a run that
+    waited for them cannot pass, while the limits on start-up and on exiting are generous."""
+    server.slow_seconds = 600
     child = subprocess.Popen([sys.executable, "-c", INTERRUPTED_RUN.format(
         tests=str(REPO / "tests")), server.base_url], cwd=str(REPO), stderr=subprocess.PIPE)
     try:
-        deadline = time.time() + 20
-        while server.in_flight < 4 and time.time() < deadline:
-            time.sleep(0.02)
-        assert server.in_flight == 4
-        interrupted = time.time()
+        deadline = time.time() + 180  # interpreter start and imports, however slow
+        while server.in_flight < 4 and time.time() < deadline and child.poll() is None:
+            time.sleep(0.05)
+        assert server.in_flight == 4, child.poll()
         child.send_signal(signal.SIGINT)
-        _, stderr = child.communicate(timeout=10)
+        _, stderr = child.communicate(timeout=120)  # far below the 600 s the requests need
     finally:
         if child.poll() is None:
             child.kill()
-    assert time.time() - interrupted < 5  # the 4 requests in flight are not waited for
+            child.wait()
     assert child.returncode != 0 and b"KeyboardInterrupt" in stderr
 
 

@@ -125,8 +125,15 @@ def test_from_and_until(recipe_file):
 def test_recipe_errors_are_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"pipeline": {"stages": ["score", "fine_tune"]}}))
-    with pytest.raises(InputError, match="unknown stage 'fine_tune'"):
+    with pytest.raises(InputError, match="bad.yaml line 2: pipeline.stages holds 'fine_tune'"):
         Recipe.load(bad)
+    bad.write_text("selector:\n  training:\n    epochs: 0\n")
+    with pytest.raises(InputError, match="bad.yaml line 3: selector.training.epochs must be >= 1"):
+        Recipe.load(bad)
+    with pytest.raises(InputError, match="--set score.settings.chunk_size=0: score.settings"):
+        Recipe.load("demo.yaml", ["score.settings.chunk_size=0"])
+    with pytest.raises(InputError, match="nowhere.yaml: recipe not found"):
+        Recipe.load(tmp_path / "nowhere.yaml")
     empty = tmp_path / "empty.yaml"
     empty.write_text(yaml.safe_dump({"pipeline": {"stages": ["score"]}}))
     with pytest.raises(InputError, match="pipeline.data is not set"):

@@ -26,8 +26,10 @@ def _options(root: Path, data: Path, name: str = "cc_sbu_align_selected"):
 def train(config: Path, options, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "lavis_plugins.train", *extra, "--cfg-path", str(config),
                "--options", *options]
+    # a relative run.output_dir goes under $IGPT4_RUNS (lavis_plugins.runner): here cwd/output
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          env={**os.environ, "PYTHONWARNINGS": "ignore",
+                               "IGPT4_RUNS": str(cwd / "output")})
 
 
 def read_run(output: Path):
@@ -52,7 +54,7 @@ def lavis_run(selected_data, tmp_path_factory):
 
 def test_tiny_model_trains_loss_falls_and_a_checkpoint_is_written(lavis_run):
     _, _, cwd = lavis_run
-    # relative run.output_dir is resolved against the working directory, not LAVIS's package
+    # relative run.output_dir is placed under $IGPT4_RUNS, not LAVIS's package
     run, losses = read_run(cwd / "output" / "igpt4_cpu_smoke")
     assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0], losses
@@ -96,7 +98,7 @@ def test_conversation_data_trains_too(selected_data, tmp_path):
     path.write_text(yaml.safe_dump(config))
     result = train(path, ["run.output_dir=out"], tmp_path, "--host", "lavis")
     assert result.returncode == 0, result.stderr[-4000:]
-    run, losses = read_run(tmp_path / "out")
+    run, losses = read_run(tmp_path / "output" / "out")
     assert len(losses) == 1 and math.isfinite(losses[0])
     assert (run / "checkpoint_0.pth").is_file()
 

@@ -146,5 +146,83 @@ def test_sigkill_while_embedding_then_rerun_gives_the_uninterrupted_arrays(tmp_p
     assert rerun.stdout.split()[-1] == "40"  # one row per sample, nothing duplicated
     np.testing.assert_array_equal(np.load(tmp_path / "killed" / "result.npy"),
                                   np.load(tmp_path / "clean" / "result.npy"))
-    # 8 chunks of 5: the rerun wrote only the missing shards, never a finished one again
-    assert len(list((tmp_path / "killed").glob("arrays/*/*.npy"))) == 8
+    # 8 chunks of 5: the rerun wrote only the missing shards, never a finished one again (a kill
+    # between a shard's rename and its rows' commit may leave one unreferenced shard behind)
+    with Store(tmp_path / "killed") as store:
+        referenced = {shard for (shard,) in store.connection.execute(
+            "SELECT DISTINCT shard FROM array_rows WHERE shard IS NOT NULL")}
+    assert len(referenced) == 8
+    assert all((tmp_path / "killed" / "arrays" / shard).is_file() for shard in referenced)
+    assert len(list((tmp_path / "killed").glob("arrays/*/*.npy"))) in (8, 9)
+
+
+# ----------------------------------------------------------- durability: per row, no failures
+
+def test_put_one_is_committed_at_once_and_failures_are_never_stored(tmp_path):
+    import sqlite3
+
+    import numpy as np
+
+    from selector.indicators import IndicatorValue
+    from selector.store import Failure
+
+    with Store(tmp_path) as store:
+        assert store.put_one("gpt:request", "k", {}, "h1", IndicatorValue("a#0", 70.0))
+        other = sqlite3.connect(str(tmp_path / "cache.sqlite"))  # another process's view
+        assert other.execute("SELECT COUNT(*) FROM indicator_values").fetchone()[0] == 1
+        assert not store.put_one("gpt:request", "k", {}, "h2",
+                                 IndicatorValue("b#0", None, Failure("HTTP 500")))
+        assert store.put("gpt", "k", {}, [("h3", IndicatorValue("c", None, "empty answer")),
+                                          ("h4", IndicatorValue("d", None, Failure("timeout")))]) \
+            == 1
+        assert set(store.get("gpt", "k", ["h3", "h4"])) == {"h3"}  # a flagged value is a value
+        store.put_arrays("image", "k", {}, ["h5", "h6", "h7"], ["e", "f", "g"],
+                         np.ones((3, 2), np.float32),
+                         [None, "image unreadable (UnidentifiedImageError)",
+                          Failure("image unreadable (PermissionError)")])
+        assert set(store.get_arrays("image", "k", ["h5", "h6", "h7"])) == {"h5", "h6"}
+        other.close()
+
+
+def test_everything_stored_is_redacted(tmp_path, monkeypatch):
+    from selector.indicators import IndicatorValue
+
+    secret = "sk-store-SECRET-0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    with Store(tmp_path) as store:
+        store.put("gpt", "k", {"base_url": f"http://x/?key={secret}"}, [(
+            "h", IndicatorValue(f"id-{secret}", None, f"HTTP 400: from Bearer {secret}",
+                                {"reply": f"echo {secret}", secret: [secret]}))])
+        [value] = store.get("gpt", "k", ["h"]).values()
+        assert value.problem == "HTTP 400: from Bearer ***"
+        assert value.detail == {"reply": "echo ***", "***": ["***"]}
+    stored = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    assert secret.encode() not in stored
+
+
+def test_an_image_the_os_cannot_read_is_a_failure_a_bad_file_is_not(tmp_path, monkeypatch):
+    import errno
+
+    from PIL import Image
+
+    from selector.data import Sample, Turn
+    from selector.indicators.clip import _ImageDataset
+    from selector.store import is_failure
+
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"not a jpeg at all")
+    samples = [Sample(name, tmp_path / f"{name}.jpg", (Turn("gpt", "x"),), f"{name}.jpg")
+               for name in ("corrupt", "io")]
+    dataset = _ImageDataset(samples, preprocess=lambda image: image)
+    _, _, problem = dataset[0]
+    assert problem.startswith("image unreadable") and not is_failure(problem)  # cached
+    opened = Image.open
+
+    def failing_open(path, *args, **kwargs):
+        if str(path).endswith("io.jpg"):
+            raise OSError(errno.EIO, "Input/output error")
+        return opened(path, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", failing_open)
+    _, _, problem = dataset[1]
+    assert problem.startswith("image unreadable") and is_failure(problem)  # retried next run

@@ -46,6 +46,11 @@ class Indicator:
     def bind(self, work_dir: Path) -> None:
         """Where the run keeps its state (e.g. submitted batch jobs); most indicators need none."""
 
+    def attach_store(self, store: Any) -> None:
+        """The run's :class:`~selector.store.Store`, given before ``score`` is called: an
+        indicator paid per request (GPT) commits each reply there as it arrives; others ignore
+        it."""
+
     def estimate(self, samples: Sequence[Sample]) -> Dict[str, Any]:
         """What scoring ``samples`` would cost (``igpt4 score --dry-run``); free by default."""
         return {}

@@ -41,6 +41,14 @@ class _ImageDataset:
         try:
             with Image.open(self.samples[index].image) as image:
                 return index, self.preprocess(image.convert("RGB")), ""
+        except OSError as exc:
+            if exc.errno is not None:  # the OS failed to read it (EIO, EACCES, EMFILE, ENOENT):
+                from ..store import Failure  # not a property of its bytes: never cached
+
+                return index, torch.zeros(0), Failure(
+                    f"image unreadable ({type(exc).__name__}: {exc.strerror}; a rerun retries it)")
+            # no errno: PIL could not decode the bytes (the cache key covers them): cached
+            return index, torch.zeros(0), f"image unreadable ({type(exc).__name__})"
         except Exception as exc:  # any decoding failure is recorded per sample
             return index, torch.zeros(0), f"image unreadable ({type(exc).__name__})"
 
@@ -57,9 +65,12 @@ def load_open_clip(model: str, pretrained: Optional[str], model_config: Optional
 
     if model_config:
         open_clip.add_model_config(model_config)
+    from ..safeload import weights_only_loads
+
     try:
-        network, _, preprocess = open_clip.create_model_and_transforms(
-            model, pretrained=pretrained, device=device, precision=precision)
+        with weights_only_loads():  # a local checkpoint path never runs code
+            network, _, preprocess = open_clip.create_model_and_transforms(
+                model, pretrained=pretrained, device=device, precision=precision)
     except (OSError, RuntimeError, ValueError) as exc:
         raise load_failure("open_clip model", f"{model}/{pretrained}", exc) from None
     network.eval()
@@ -71,11 +82,165 @@ def image_batches(samples: Sequence[Sample], preprocess, batch_size: int, num_wo
     from torch.utils.data import DataLoader
 
     return DataLoader(_ImageDataset(samples, preprocess), batch_size=batch_size,
-                      num_workers=num_workers, collate_fn=_collate)
+                      num_workers=num_workers, collate_fn=_collate, worker_init_fn=quiet_worker)
+
+
+def quiet_worker(worker_id: int) -> None:
+    """Every image-loading worker's start: its batches reach the main process as shared-memory
+    file descriptors, handed over by a multiprocessing thread in the worker. A Ctrl-C that stops
+    the main process in the middle of that hand-over makes the thread print a traceback
+    (EOFError, ConnectionResetError) to the user's terminal after "interrupted"; the main
+    process has the interrupt in hand, so the worker says nothing about a peer that went away."""
+    import sys
+    from multiprocessing import AuthenticationError
+
+    previous = sys.excepthook
+
+    def excepthook(kind, value, traceback) -> None:
+        if not issubclass(kind, (EOFError, ConnectionError, AuthenticationError)):
+            previous(kind, value, traceback)
+
+    sys.excepthook = excepthook
 
 
 def _collate(batch):
     return batch
+
+
+class _KeyedImages(_ImageDataset):
+    """:class:`_ImageDataset` addressed by ``(index, sample)`` keys instead of positions, so that
+    one DataLoader, whose persistent workers got this object once, serves every ``score`` call of
+    a run: the sampler in the main process hands the workers each call's samples."""
+
+    def __init__(self, preprocess) -> None:
+        super().__init__((), preprocess)
+
+    def __getitem__(self, key):
+        index, sample = key
+        _, pixels, problem = _ImageDataset((sample,), self.preprocess)[0]
+        return index, pixels, problem
+
+
+class _Keys:
+    """The sampler of :class:`ImageLoader`: the current call's ``(index, sample)`` keys."""
+
+    def __init__(self) -> None:
+        self.keys: List[Tuple[int, Sample]] = []
+
+    def __iter__(self):
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class ImageLoader:
+    """One DataLoader for a whole run: its workers start on the first call and persist, where a
+    DataLoader per ``score`` call (one per chunk of ``igpt4 score``) forked and tore down
+    ``num_workers`` processes per chunk."""
+
+    def __init__(self, preprocess, batch_size: int, num_workers: int) -> None:
+        from torch.utils.data import DataLoader
+
+        self._keys = _Keys()
+        self.loader = DataLoader(_KeyedImages(preprocess), sampler=self._keys,
+                                 batch_size=batch_size, num_workers=num_workers,
+                                 collate_fn=_collate, persistent_workers=num_workers > 0,
+                                 worker_init_fn=quiet_worker)
+
+    def batches(self, samples: Sequence[Sample]):
+        """Batches of (index, pixels, problem) of ``samples``, in order."""
+        self._keys.keys = list(enumerate(samples))
+        return iter(self.loader)
+
+
+def input_dtype(model) -> Any:
+    """The dtype the image tower takes: that of its first convolution or linear weight. In fp16 and
+    bf16 open_clip keeps embeddings and norms in fp32, so the first parameter (an fp32 positional
+    embedding) would feed fp32 pixels to an fp16 convolution."""
+    import torch
+
+    for module in model.visual.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            return module.weight.dtype
+    return next(model.parameters()).dtype
+
+
+def _text_tower(model) -> Optional[Tuple[str, Any]]:
+    """(attribute prefix, module) holding the causal text transformer's positional embedding and
+    mask: the model itself (``CLIP``) or its ``text`` (``CustomTextCLIP`` with open_clip's own
+    ``TextTransformer``); None for anything else (HF text towers, unknown layouts)."""
+    for prefix, tower in (("", model), ("text.", getattr(model, "text", None))):
+        if tower is not None and hasattr(tower, "positional_embedding") \
+                and hasattr(tower, "token_embedding"):
+            return prefix, tower
+    return None
+
+
+def text_length(model, tokens) -> Optional[int]:
+    """The shortest length the ``[n, context_length]`` tokens can be cut to with the same
+    ``encode_text`` output, or None when cutting would change it.
+
+    open_clip's tokenizer pads every sentence to the context length (77), most of it padding.
+    With a causal mask, the state at a position depends only on the tokens up to it, and the
+    text embedding is the state at the pooled position (the EOT token: ``argmax`` of the ids, or
+    the first ``eos`` id), so everything after the batch's last pooled position can go. Not so
+    for a bidirectional mask, ``first``/``last`` pooling or an appended class token (CoCa)."""
+    import torch
+
+    found = _text_tower(model)
+    if found is None:
+        return None
+    prefix, tower = found
+    pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
+    mask = getattr(tower, "attn_mask", None)
+    names = {name for name, _ in model.named_buffers()}
+    if mask is None or f"{prefix}attn_mask" not in names or getattr(tower, "cls_emb", None) \
+            is not None or getattr(tower, "use_pad_mask", False) \
+            or tokens.ndim != 2 or mask.shape != (tokens.shape[1],) * 2 \
+            or not torch.equal(torch.isinf(mask), torch.ones_like(mask, dtype=torch.bool).triu(1)):
+        return None
+    if pool == "argmax":
+        pooled = tokens.argmax(dim=-1)
+    elif pool == "eos" and getattr(model, "text_eos_id", None) is not None:
+        pooled = (tokens == model.text_eos_id).int().argmax(dim=-1)
+    else:
+        return None
+    return int(pooled.max()) + 1 if len(tokens) else None
+
+
+def encode_text(model, tokens):
+    """``model.encode_text(tokens)`` on the tokens cut to :func:`text_length` (the batch's
+    longest sentence), with the positional embedding and causal mask cut to match for that call
+    only (``torch.func.functional_call``: the shared model is not changed). The full call where
+    cutting is not exact."""
+    import torch
+
+    length = text_length(model, tokens)
+    if length is None or length >= tokens.shape[1]:
+        return model.encode_text(tokens)
+    prefix, tower = _text_tower(model)
+    cut = {f"model.{prefix}positional_embedding": tower.positional_embedding[:length],
+           f"model.{prefix}attn_mask": tower.attn_mask[:length, :length]}
+    return torch.func.functional_call(_encode_text_module()(model), cut,
+                                      (tokens[:, :length],))
+
+
+@functools.lru_cache(maxsize=None)
+def _encode_text_module() -> type:
+    """``encode_text`` as a module's forward, for ``functional_call`` (built on first use: torch
+    is imported lazily)."""
+    import torch
+
+    class EncodeText(torch.nn.Module):
+        def __init__(self, model) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, tokens):
+            return self.model.encode_text(tokens)
+
+    return EncodeText
 
 
 @register("clip")
@@ -94,6 +259,7 @@ class ClipScore(Indicator):
         self.max_sentences = max_sentences
         self.progress = progress
         self._loaded: Optional[Tuple[Any, Any, Any]] = None
+        self._image_loader: Optional[Tuple[Tuple[int, int, int], ImageLoader]] = None
 
     def settings(self) -> Dict[str, Any]:
         return {"model": self.model_name, "pretrained": self.pretrained,
@@ -111,8 +277,15 @@ class ClipScore(Indicator):
     def score(self, samples: Sequence[Sample]) -> List[IndicatorValue]:
         model, preprocess, tokenizer = self.load()
         device = next(model.parameters()).device
-        loader = image_batches(samples, preprocess, self.batch_size, self.num_workers)
-        return self._score_batches(samples, model, tokenizer, device, loader)
+        return self._score_batches(samples, model, tokenizer, device,
+                                   self._images(preprocess).batches(samples))
+
+    def _images(self, preprocess) -> ImageLoader:
+        """The run's one :class:`ImageLoader` (a new one only when its settings change)."""
+        key = (id(preprocess), self.batch_size, self.num_workers)
+        if self._image_loader is None or self._image_loader[0] != key:
+            self._image_loader = (key, ImageLoader(preprocess, self.batch_size, self.num_workers))
+        return self._image_loader[1]
 
     def _score_batches(self, samples, model, tokenizer, device, loader) -> List[IndicatorValue]:
         import torch
@@ -134,8 +307,7 @@ class ClipScore(Indicator):
     def _score_batch(self, model, tokenizer, device, samples, good, results) -> None:
         import torch
 
-        dtype = next(model.parameters()).dtype
-        pixels = torch.stack([p for _, p in good]).to(device=device, dtype=dtype)
+        pixels = torch.stack([p for _, p in good]).to(device=device, dtype=input_dtype(model))
         image = model.encode_image(pixels).float()
         image = image / image.norm(dim=-1, keepdim=True)
         pieces: List[str] = []
@@ -145,7 +317,7 @@ class ClipScore(Indicator):
                 chunk = sentences(answer, self.max_sentences)
                 spans.append((row, len(pieces), len(pieces) + len(chunk)))
                 pieces.extend(chunk)
-        text = model.encode_text(tokenizer(pieces).to(device)).float()
+        text = encode_text(model, tokenizer(pieces).to(device)).float()
         text = text / text.norm(dim=-1, keepdim=True)
         per_turn: Dict[int, List[float]] = {}
         for row, start, end in spans:

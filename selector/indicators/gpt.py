@@ -4,11 +4,24 @@ The paper's judge prompt (:data:`JUDGE_PROMPT`, verbatim) is sent once per round
 message with ``[Instruction]`` and ``[Caption]`` filled in; the score is the first number of the
 reply (:func:`selector.gpt_reply.parse_reply`). A conversation's value is the mean over its rounds.
 ``detail`` keeps the raw reply (``{"reply": ...}``, or ``{"replies": [...], "per_turn": [...]}``
-for several rounds). A reply without a usable score, an HTTP error that persists after the SDK's
-retries, a timeout or a connection error gives ``value=None`` and a one-line ``problem`` for that
-sample only; the run goes on. Authentication, permission and unknown-model errors (HTTP 401, 403,
-404) concern the whole run: they stop it with an :class:`~selector.errors.InputError`, so that
-fixing the key does not leave thousands of cached failures behind.
+for several rounds). The run goes on past a bad sample; two kinds of problem are kept apart:
+
+* a *delivered* reply without a usable score (no number, a negative or out-of-range number, empty
+  content) was paid for: it is cached with its reply and the problem (*flagged*), like a value;
+* *no reply* (an HTTP error that persists after the SDK's retries: 5xx, 429, 400; a timeout; a
+  connection error; a batch that expired before reaching the request) is a
+  :class:`~selector.store.Failure`: never cached, so the next run sends the request again and
+  ``--dry-run`` counts it "to compute".
+
+Authentication, permission and unknown-model errors (HTTP 401, 403, 404) concern the whole run:
+they stop it with an :class:`~selector.errors.InputError`.
+
+Durability: every reply is committed to the work dir's cache the moment it arrives, one row per
+request (:class:`~selector.store.ReplyStore`, the sink :meth:`OpenAIChat.send` calls before
+handing a reply on; the open-ended evaluation judge uses the same one). A sample's value is
+stored once all its rounds have a reply; a ``kill -9`` loses only the requests in flight, and a
+rerun sends only the requests that have no stored reply (for a conversation, only its missing
+rounds). Identical requests (two samples with the same content) are sent once.
 
 Two ways to call the model:
 
@@ -27,7 +40,8 @@ Two ways to call the model:
   ``<work dir>/gpt_batches/<request hash>.json`` (the hash covers the server URL and the JSONL
   bytes), so a rerun after ``kill -9`` or Ctrl-C re-attaches to the running batch instead of
   paying twice (a chunk with more requests than one batch takes, e.g. multi-round samples, is
-  split into several batches, each with its own state file). A completed batch's state file is
+  split into several batches, each with its own state file). Each finished batch's replies are
+  committed to the cache as soon as it is downloaded. A completed batch's state file is
   kept (a rerun whose cache lost the values downloads them again for free); delete the folder to
   force a new submission. A batch that ends ``expired`` or ``cancelled`` yields the results it has
   and a problem for each missing request; one that ends ``failed`` (its input was rejected) yields
@@ -37,14 +51,16 @@ Two ways to call the model:
 
 The client side (settings, key, concurrency, retries, error handling, Batch API, cost estimate)
 is :class:`OpenAIChat`, which :class:`GptScore` extends and ``eval_arena.judge`` reuses for its
-own prompts (:meth:`OpenAIChat.send` yields each reply as soon as it is in, so a caller can store
-it at once).
+own prompts (:meth:`OpenAIChat.send` hands each delivered reply to a sink, the shared
+:class:`~selector.store.ReplyStore`, the moment it is in).
 
 The API key is read only from the environment variable named by ``api_key_env`` (default
 ``OPENAI_API_KEY``). With ``base_url`` set (a local vLLM or any OpenAI-compatible server) and the
 variable unset, the dummy key ``EMPTY`` is sent. The key is never part of the settings (hence of
-the cache), of problems or of errors. ``base_url=None`` means the SDK's default, which honours
-``OPENAI_BASE_URL``.
+the cache). It is registered with :mod:`selector.redaction` when read, and every reply, problem
+and error text is redacted when it comes in (a server may echo the key anywhere); the store, the
+exports and the CLI's output streams redact again at their boundaries. ``base_url=None`` means
+the SDK's default, which honours ``OPENAI_BASE_URL``.
 
 Costs (:meth:`GptScore.estimate`, ``igpt4 score --dry-run``): requests x tokens x price. Default
 prices are gpt-4's public list prices, $30 per 1M input and $60 per 1M output tokens (8k context
@@ -66,12 +82,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 from ..data import Sample
 from ..errors import InputError
 from ..gpt_reply import parse_reply
+from ..jsonio import write_json
+from ..redaction import redact, redact_text, register_secret
+from ..store import Failure, ReplyStore
 from . import Indicator, IndicatorValue, register
 
 log = logging.getLogger(__name__)
@@ -95,6 +114,11 @@ MESSAGE_OVERHEAD_TOKENS = 7  # chat framing per request: role, separators, reply
 MODES = ("online", "batch")
 _TERMINAL = ("completed", "failed", "expired", "cancelled")
 _PLACEHOLDER = re.compile(r"\[(Instruction|Caption)\]")
+# problems of requests that got no reply, as versions before per-reply storage cached them
+_LEGACY_FAILURE = re.compile(
+    r"(^|; )(round \d+: )?(HTTP \d{3}\b|request timed out|connection error|"
+    r"batch \S+ (failed|expired|cancelled|completed)\b|batch_(expired|cancelled)|"
+    r"[A-Za-z]+Error: )")
 
 
 def fill_prompt(template: str, instruction: str, caption: str) -> str:
@@ -112,17 +136,29 @@ class ChatRequest:
     custom_id: str
     messages: Tuple[Tuple[str, str], ...]
 
-
-@dataclass(frozen=True)
-class _Request(ChatRequest):
-    sample: int = 0  # index in the scored samples
-    round: int = 0
+    @property
+    def key(self) -> str:
+        """The request's content hash: what a stored reply is found by (same messages, same
+        key, whatever the custom id)."""
+        canonical = json.dumps(self.messages, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
 class ChatOutcome:
+    """What came back for one request. ``failed``: no reply was delivered (HTTP error after the
+    SDK's retries, timeout, connection error, a batch that did not run the request): not a
+    value, never cached. Otherwise a reply was delivered (and paid for), possibly with a
+    ``problem`` of its content (empty)."""
     reply: Optional[str]  # the raw reply text, when the server gave one
-    problem: Optional[str] = None  # why there is no reply (HTTP error, timeout, empty reply)
+    problem: Optional[str] = None  # why there is no usable reply
+    failed: bool = False
+
+    def redacted(self) -> "ChatOutcome":
+        return ChatOutcome(redact(self.reply), redact(self.problem), self.failed)
+
+
+ReplySink = Callable[[List[Tuple[ChatRequest, ChatOutcome]]], None]
 
 
 class _RunError(Exception):
@@ -216,19 +252,18 @@ class OpenAIChat:
             try:
                 import openai
             except ImportError:
-                raise InputError(f"{self.label}: the openai package is not installed "
-                                 "(pip install 'openai>=1.0')") from None
+                raise InputError(f"{self.label}: the openai package is not installed: needs "
+                                 "the [gpt] extra (pip install 'instructiongpt4[gpt]')") from None
             self._key = key
+            register_secret(key)  # masked wherever it shows up from now on
             self._client_obj = openai.OpenAI(api_key=key, base_url=self.effective_base_url(),
                                              timeout=self.timeout, max_retries=self.max_retries)
         return self._client_obj
 
     def _redact(self, text: Any) -> str:
-        """One line, at most 200 characters, with the key (should a server echo it) masked."""
-        line = " ".join(str(text).split())
-        if self._key and self._key != DUMMY_KEY:
-            line = line.replace(self._key, "***")
-        return line[:200]
+        """One line, at most 200 characters, with the key (should a server echo it) masked
+        before it is cut (a cut key would not be recognised)."""
+        return redact_text(" ".join(str(text).split()))[:200]
 
     def _body(self, messages: Sequence[Tuple[str, str]]) -> Dict[str, Any]:
         body: Dict[str, Any] = {"model": self.model,
@@ -239,21 +274,30 @@ class OpenAIChat:
             body["max_tokens"] = self.max_tokens
         return body
 
-    def send(self, requests: Sequence[ChatRequest], desc: str = "gpt"
-             ) -> Iterator[Tuple[ChatRequest, ChatOutcome]]:
-        """``(request, outcome)`` for every request. Online, each pair comes as soon as its reply
-        is in (so a caller can store it at once: a ``kill -9`` then loses only the requests in
-        flight); in batch mode, all of them once the batches are done. A missing key, a rejected
+    def send(self, requests: Sequence[ChatRequest], desc: str = "gpt",
+             sink: Optional[ReplySink] = None) -> Iterator[Tuple[ChatRequest, ChatOutcome]]:
+        """``(request, outcome)`` for every request (custom ids unique), outcomes redacted.
+        Online, each pair comes as soon as its reply is in; in batch mode, a batch's pairs once
+        it is done. ``sink`` (e.g. :meth:`selector.store.ReplyStore.keep`) is given every
+        delivered reply before it is handed on, so it is committed even if the caller never
+        gets to it: a ``kill -9`` loses only the requests in flight. A missing key, a rejected
         key, a forbidden or unknown model raise :class:`InputError` (one line)."""
         if not requests:
             return
         self.client()  # a missing key fails here, before anything is sent
         if self.mode == "batch":
-            outcomes = self._score_batch(list(requests))
-            for request in requests:
-                yield request, outcomes[request.custom_id]
+            pairs = self._score_batch(list(requests), sink)
         else:
-            yield from self._stream_online(list(requests), desc)
+            pairs = self._online_pairs(list(requests), desc, sink)
+        yield from pairs
+
+    def _online_pairs(self, requests: List[ChatRequest], desc: str,
+                      sink: Optional[ReplySink]) -> Iterator[Tuple[ChatRequest, ChatOutcome]]:
+        for request, outcome in self._stream_online(requests, desc):
+            outcome = outcome.redacted()
+            if sink is not None and not outcome.failed:
+                sink([(request, outcome)])
+            yield request, outcome
 
     # -------------------------------------------------------------------------- online mode
 
@@ -267,8 +311,8 @@ class OpenAIChat:
             raise _RunError(f"{self.label}: {self._status_problem(exc)} from "
                             f"{self.effective_base_url() or 'api.openai.com'} (check the key in "
                             f"${self.api_key_env}, the model name and base_url)") from None
-        except openai.APIError as exc:
-            return ChatOutcome(None, self._error_problem(exc))
+        except openai.APIError as exc:  # 5xx / 429 after the SDK's retries, timeouts, ...
+            return ChatOutcome(None, self._error_problem(exc), failed=True)
         return self._reply_outcome(_reply_from_completion(response))
 
     def _reply_outcome(self, found: Tuple[Optional[str], Optional[str]]) -> ChatOutcome:
@@ -335,7 +379,7 @@ class OpenAIChat:
                         raise InputError(str(error))
                     if error is not None:  # our bug or the SDK's: recorded, the run goes on
                         outcome = ChatOutcome(None, f"{type(error).__name__}: "
-                                                    f"{self._redact(error)}")
+                                                    f"{self._redact(error)}", failed=True)
                     bar.update(1)
                     yield request, outcome  # type: ignore[misc]
         finally:  # Ctrl-C, a run-level error or a caller gone: the workers take nothing more
@@ -366,24 +410,26 @@ class OpenAIChat:
             size += len(line)
         return groups
 
-    def _score_batch(self, requests: List[ChatRequest]) -> Dict[str, ChatOutcome]:
+    def _score_batch(self, requests: List[ChatRequest], sink: Optional[ReplySink]
+                     ) -> List[Tuple[ChatRequest, ChatOutcome]]:
+        """Every request's outcome; each batch's delivered replies go to ``sink`` (one
+        transaction) as soon as that batch is collected."""
         jobs = [self._attach_or_submit(group) for group in self._batch_lines(requests)]
         self._wait(jobs)
-        outcomes: Dict[str, ChatOutcome] = {}
+        by_id = {request.custom_id: request for request in requests}
+        pairs: List[Tuple[ChatRequest, ChatOutcome]] = []
         for job in jobs:
-            outcomes.update(self._collect(job))
-        return outcomes
+            collected = [(by_id[custom_id], outcome.redacted())
+                         for custom_id, outcome in self._collect(job).items()]
+            if sink is not None:
+                sink([(request, outcome) for request, outcome in collected if not outcome.failed])
+            pairs += collected
+        order = {request.custom_id: n for n, request in enumerate(requests)}
+        return sorted(pairs, key=lambda pair: order[pair[0].custom_id])
 
     def _write_state(self, path: Optional[Path], state: Dict[str, Any]) -> None:
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(state, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        if path is not None:
+            write_json(path, redact(state))  # atomic (selector.atomic), secrets masked
 
     def _submission_error(self, what: str, exc: Exception) -> InputError:
         import openai
@@ -522,14 +568,15 @@ class OpenAIChat:
             reason = "; ".join(f"{e.code}: {e.message}" + (f" (line {e.line})" if e.line else "")
                                for e in errors[:3]) or "no reason given"
             problem = f"batch {batch.id} failed: {self._redact(reason)}"
-            outcomes = {custom_id: ChatOutcome(None, problem) for custom_id in job.custom_ids}
+            outcomes = {custom_id: ChatOutcome(None, problem, failed=True)
+                        for custom_id in job.custom_ids}
         else:
             for row in self._download(batch.output_file_id) + self._download(batch.error_file_id):
                 custom_id = row.get("custom_id")
                 if custom_id in wanted and custom_id not in outcomes:
                     outcomes[custom_id] = self._row_outcome(row)
             missing = ChatOutcome(None, f"batch {batch.id} {batch.status} without a result "
-                                        "for this request")
+                                        "for this request", failed=True)
             for custom_id in job.custom_ids:
                 outcomes.setdefault(custom_id, missing)
         if job.state_path is not None:
@@ -556,13 +603,13 @@ class OpenAIChat:
         if error:
             code = error.get("code") if isinstance(error, dict) else None
             message = error.get("message") if isinstance(error, dict) else error
-            return ChatOutcome(None, self._redact(f"{code or 'error'}: {message}"))
+            return ChatOutcome(None, self._redact(f"{code or 'error'}: {message}"), failed=True)
         status = response.get("status_code")
         body = response.get("body")
         if status != 200:
             message = _error_message(body)
             reason = f": {self._redact(message)}" if message else ""
-            return ChatOutcome(None, f"HTTP {status}{reason}")
+            return ChatOutcome(None, f"HTTP {status}{reason}", failed=True)
         return self._reply_outcome(_reply_from_body(body))
 
     # ------------------------------------------------------------------------------ estimate
@@ -641,74 +688,115 @@ class GptScore(OpenAIChat, Indicator):
                          output_price_per_1m=output_price_per_1m, progress=progress)
         self.prompt = JUDGE_PROMPT if prompt is None else str(prompt)
         self.chunk_size = self.batch_max_requests if mode == "batch" else None
+        self._replies: Optional[ReplyStore] = None
 
     def settings(self) -> Dict[str, Any]:
         return {**self.chat_settings(),
                 "prompt_sha256": hashlib.sha256(self.prompt.encode("utf-8")).hexdigest()[:16],
                 "mode": self.mode}
 
-    def _requests(self, samples: Sequence[Sample]) -> Tuple[List[_Request], Dict[int, str]]:
-        """One request per round; samples with nothing to rate get a problem instead."""
-        requests: List[_Request] = []
+    def attach_store(self, store: Any) -> None:
+        """Commit every reply to ``store`` as it arrives, one row per request (column
+        ``gpt:request``), and reuse stored replies instead of sending them again. Failures that
+        versions before per-reply storage cached as values are deleted first, so they are
+        retried (new failures are never stored: nothing else matches)."""
+        forgotten = store.forget(self.name, _LEGACY_FAILURE)
+        if forgotten:
+            log.warning("gpt indicator: %d cached failures of an earlier version removed from the "
+                        "cache; they are asked again", forgotten)
+        self._replies = ReplyStore(store, f"{self.name}:request", self.settings(),
+                                   _request_value)
+
+    def _requests(self, samples: Sequence[Sample]
+                  ) -> Tuple[List[ChatRequest], Dict[int, List[str]], Dict[int, str]]:
+        """(the distinct requests, each sample's request keys in round order, samples with
+        nothing to rate and why). Identical requests (two samples with the same content, or a
+        sample listed twice) are one request, so one reply is paid for; custom ids are
+        ``<sample id>#<round>`` of the first sample asking, made unique with ``~n`` when two
+        different requests would get the same id."""
+        requests: Dict[str, ChatRequest] = {}
+        used_ids: Dict[str, int] = {}
+        rounds_of: Dict[int, List[str]] = {}
         problems: Dict[int, str] = {}
-        seen: Dict[str, int] = {}
         for index, sample in enumerate(samples):
             rounds = sample.rounds
             if not rounds or not any(answer.strip() for _, answer in rounds):
                 problems[index] = "empty answer"
                 continue
+            keys = []
             for number, (instruction, answer) in enumerate(rounds):
-                custom_id = f"{sample.id}#{number}"
-                if custom_id in seen:  # the same sample id twice in one call: keep ids unique
-                    seen[custom_id] += 1
-                    custom_id = f"{custom_id}~{seen[custom_id]}"
-                seen.setdefault(custom_id, 0)
-                prompt = fill_prompt(self.prompt, instruction, answer)
-                requests.append(_Request(custom_id, (("user", prompt),), index, number))
-        return requests, problems
+                messages = (("user", fill_prompt(self.prompt, instruction, answer)),)
+                request = ChatRequest("", messages)
+                if request.key not in requests:
+                    custom_id = f"{sample.id}#{number}"
+                    if custom_id in used_ids:
+                        used_ids[custom_id] += 1
+                        custom_id = f"{custom_id}~{used_ids[custom_id]}"
+                    used_ids.setdefault(custom_id, 0)
+                    requests[request.key] = ChatRequest(custom_id, messages)
+                keys.append(request.key)
+            rounds_of[index] = keys
+        return list(requests.values()), rounds_of, problems
+
+    def _stored(self, requests: Sequence[ChatRequest]) -> Dict[str, IndicatorValue]:
+        if self._replies is None:
+            return {}
+        return self._replies.get([r.key for r in requests])
 
     def score(self, samples: Sequence[Sample]) -> List[IndicatorValue]:
-        requests, problems = self._requests(samples)
-        outcomes = {request.custom_id: outcome
-                    for request, outcome in self.send(requests, desc="gpt score")}
-        per_sample: Dict[int, List[ChatOutcome]] = {}
-        for request in requests:
-            per_sample.setdefault(request.sample, []).append(outcomes[request.custom_id])
+        requests, rounds_of, problems = self._requests(samples)
+        results = self._stored(requests)  # replies paid for by an earlier (killed) run
+        todo = [request for request in requests if request.key not in results]
+        sink = self._replies.keep if self._replies is not None else None
+        for request, outcome in self.send(todo, desc="gpt score", sink=sink):
+            if outcome.failed:
+                results[request.key] = IndicatorValue(request.custom_id, None,
+                                                      Failure(outcome.problem or "no reply"))
+            else:
+                results[request.key] = _request_value(request, outcome)
         values = []
         for index, sample in enumerate(samples):
             if index in problems:
                 values.append(IndicatorValue(sample.id, None, problems[index]))
             else:
-                values.append(_combine(sample.id, per_sample[index]))
+                values.append(_combine(sample.id, [results[key] for key in rounds_of[index]]))
         return values
 
     def estimate(self, samples: Sequence[Sample]) -> Dict[str, Any]:
-        requests, _ = self._requests(samples)
-        return {"samples": len(samples), **self.cost_estimate(requests)}
+        """The cost of the requests that have no stored reply yet."""
+        requests, _, _ = self._requests(samples)
+        stored = self._stored(requests)
+        return {"samples": len(samples),
+                **self.cost_estimate([r for r in requests if r.key not in stored])}
 
 
 # ---------------------------------------------------------------------------------- helpers
 
-def _combine(sample_id: str, outcomes: List[ChatOutcome]) -> IndicatorValue:
-    """One sample's value from its rounds' replies: the mean, or the first reasons there is none."""
-    replies = [o.reply for o in outcomes]
-    scores: List[Optional[float]] = []
-    problems: List[str] = []
-    for number, outcome in enumerate(outcomes):
-        problem = outcome.problem
-        if problem is None:
-            parsed = parse_reply(outcome.reply)
-            scores.append(parsed.score)
-            problem = parsed.problem
-        else:
-            scores.append(None)
-        if problem is not None:
-            problems.append(problem if len(outcomes) == 1 else f"round {number + 1}: {problem}")
-    detail: Dict[str, Any] = {"reply": replies[0]} if len(outcomes) == 1 else \
+def _request_value(request: ChatRequest, outcome: ChatOutcome) -> IndicatorValue:
+    """What is stored of one delivered reply: its score (or why it has none) and the reply."""
+    if outcome.problem is not None:  # delivered, but empty
+        return IndicatorValue(request.custom_id, None, outcome.problem, {"reply": outcome.reply})
+    parsed = parse_reply(outcome.reply)
+    score = None if parsed.score is None else float(parsed.score)  # as the store gives it back
+    return IndicatorValue(request.custom_id, score, parsed.problem, {"reply": outcome.reply})
+
+
+def _combine(sample_id: str, rounds: List[IndicatorValue]) -> IndicatorValue:
+    """One sample's value from its rounds' results: the mean, or the reasons there is none. A
+    round without a reply makes the sample a :class:`~selector.store.Failure` (not cached; the
+    rounds that have their reply are, per request, so the rerun asks only for the missing
+    ones); a delivered reply without a score makes it flagged (cached)."""
+    replies = [r.detail.get("reply") for r in rounds]
+    scores = [r.value for r in rounds]
+    problems = [r.problem if len(rounds) == 1 else f"round {number + 1}: {r.problem}"
+                for number, r in enumerate(rounds) if r.problem is not None]
+    detail: Dict[str, Any] = {"reply": replies[0]} if len(rounds) == 1 else \
         {"replies": replies, "per_turn": scores}
+    if any(isinstance(r.problem, Failure) for r in rounds):
+        return IndicatorValue(sample_id, None, Failure("; ".join(problems)), detail)
     if problems:
         return IndicatorValue(sample_id, None, "; ".join(problems), detail)
-    numbers = [float(s) for s in scores if s is not None]
+    numbers = [float(score) for score in scores if score is not None]
     return IndicatorValue(sample_id, sum(numbers) / len(numbers), None, detail)
 
 

@@ -41,10 +41,13 @@ class RewardScore(Indicator):
             ensure_torchvision_importable()
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+            from ..safeload import weights_only_loads
+
             device = resolve_device(self.device)
             try:
-                model = AutoModelForSequenceClassification.from_pretrained(
-                    self.model_name, torch_dtype=torch_dtype(device, self.precision))
+                with weights_only_loads():  # a pytorch_model.bin never runs code
+                    model = AutoModelForSequenceClassification.from_pretrained(
+                        self.model_name, torch_dtype=torch_dtype(device, self.precision))
                 tokenizer = AutoTokenizer.from_pretrained(self.model_name)
             except (OSError, ValueError) as exc:
                 raise load_failure("reward model", self.model_name, exc) from None
