@@ -60,6 +60,8 @@ PEAK_BF16_TFLOPS = (("GH200", 989.0), ("H200", 989.0), ("H100 PCIe", 756.0), ("H
                     ("H100", 989.0), ("H800", 989.0), ("B200", 2250.0), ("A100", 312.0),
                     ("A800", 312.0), ("L40S", 362.0), ("L4", 121.0))
 
+#: the paper's CLIP (open_clip's own architecture config; pretrained=None: random weights)
+CLIP_MODEL = "ViT-bigG-14"
 #: DeBERTa-v3-large (OpenAssistant/reward-model-deberta-v3-large-v2's config), one label
 DEBERTA_V3_LARGE = dict(vocab_size=128100, hidden_size=1024, num_hidden_layers=24,
                         num_attention_heads=16, intermediate_size=4096, hidden_act="gelu",
@@ -98,7 +100,7 @@ class Check:
         from selector.data import read_cc_sbu_align
 
         if self._data is None:
-            total = 32 if self.small else 1024
+            total = 32 if self.small else min(1024, self.args.samples or 1024)
             self._data = make_data(self.tmp / "data", total, 64 if self.small else 256, seed=0)
         samples = read_cc_sbu_align(self._data).samples
         return [samples[i % len(samples)] for i in range(count)]
@@ -111,6 +113,10 @@ class Check:
         texts = [s.answer for s in self.samples(64)]
         return train_tokenizer(folder, texts, vocab_size=400, pair_template=not causal,
                                bos_eos=causal)
+
+    def count(self, full: int) -> int:
+        """Samples a model path times: ``--samples``, else 32 small or ``full``."""
+        return self.args.samples or (32 if self.small else full)
 
     def workers(self) -> int:
         if self.args.num_workers is not None:
@@ -143,8 +149,8 @@ class Check:
             config.write_text(json.dumps(TINY_CLIP))
             name, model_config = config.stem, str(config)
         else:
-            name, model_config = "ViT-bigG-14", None
-        count = 32 if self.small else 1024
+            name, model_config = CLIP_MODEL, None
+        count = self.count(1024)
         batch = self.args.batch_size
         indicator = create("clip", model=name, pretrained=None, model_config=model_config,
                            batch_size=batch, num_workers=self.workers(), device=self.device,
@@ -208,7 +214,7 @@ class Check:
             model = DebertaV2ForSequenceClassification(DebertaV2Config(**DEBERTA_V3_LARGE))
             model.half().eval().save_pretrained(folder)  # half: less to write and read
             del model
-        count = 32 if self.small else 1024
+        count = self.count(1024)
         # the tiny model has 128 positions; DeBERTa-v3's relative positions take the default 512
         indicator = create("reward", model=str(folder), device=self.device, progress=False,
                            max_length=128 if self.small else 512)
@@ -254,7 +260,7 @@ class Check:
             model.eval().save_pretrained(folder)
             del model
             self.free()
-        count = 32 if self.small else 512
+        count = self.count(512)
         embedder = CausalLMTextEmbedder(str(folder), device=self.device, precision="bf16",
                                         progress=False)
         started = time.perf_counter()
@@ -533,6 +539,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="the device's dense bf16 TFLOPS (default: from a table by GPU name)")
     parser.add_argument("--only", default="", help="comma-separated path names or prefixes, e.g. "
                         "'clip,train' (default: every path)")
+    parser.add_argument("--samples", type=int, default=None, help="samples per model path "
+                        "(default: 1024 for CLIP and reward, 512 for text features; 32 with "
+                        "--small)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="CLIP batch size (default 32; 8 with --small)")
     parser.add_argument("--num-workers", type=int, default=None,

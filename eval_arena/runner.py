@@ -195,7 +195,7 @@ def answer_settings(tester_settings: Mapping[str, Any], max_new_tokens: int,
 
 def _flat(value: Any, prefix: str = "") -> Dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: settings as dotted keys, to name what differs."""
-    if isinstance(value, dict) and value:
+    if isinstance(value, dict):  # an empty block has no keys (its settings are all absent)
         out: Dict[str, Any] = {}
         for key, item in value.items():
             out.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
@@ -205,7 +205,7 @@ def _flat(value: Any, prefix: str = "") -> Dict[str, Any]:
 
 def differing_keys(old: Any, new: Any, prefix: str = "") -> List[str]:
     """The dotted keys whose values differ between two settings trees (missing = different)."""
-    before, after = _flat(old, prefix), _flat(new, prefix)
+    before, after = ({} if tree is None else _flat(tree, prefix) for tree in (old, new))
     return sorted(k for k in set(before) | set(after)
                   if k not in before or k not in after or before[k] != after[k])
 
@@ -222,7 +222,6 @@ def _run_state(folder: Path, settings: Dict[str, Any], answers: Dict[str, Any],
     if path.is_file() and state.get("fingerprint") != fingerprint(answers):
         # a run state without answer settings (an older version's) cannot be checked: refused
         keys += differing_keys(state.get("answers"), answers) or ["fingerprint"]
-    other_questions = []
     for dataset in datasets:
         described = json.loads(json.dumps(dataset.describe(), default=str))
         previous = state["datasets"].get(dataset.name)
@@ -231,14 +230,10 @@ def _run_state(folder: Path, settings: Dict[str, Any], answers: Dict[str, Any],
             changed = differing_keys({k: v for k, v in previous.items() if k != "root"},
                                      {k: v for k, v in described.items() if k != "root"},
                                      f"datasets.{dataset.name}")
-            if changed:
-                keys += changed
-                other_questions.append(dataset.name)
+            keys += changed
         state["datasets"][dataset.name] = described
     if keys:
-        what = (f"{', '.join(other_questions)} {'was' if len(other_questions) == 1 else 'were'} "
-                "started with other questions; " if other_questions else "")
-        raise InputError(f"{folder}: {what}this run was started with other settings (differing: "
+        raise InputError(f"{folder}: this run was started with other settings (differing: "
                          f"{', '.join(keys)}); resume with the same settings, or pass --new-run "
                          "to start a new run")
     state.update(settings, answers=answers, fingerprint=fingerprint(answers))

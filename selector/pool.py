@@ -220,8 +220,9 @@ def read_labels(path: PathLike) -> Dict[str, float]:
             raise InputError(f"{path}: label of subset {name!r} is not a finite number "
                              f"({str(value)[:40]!r})")
         if abs(value) > MAX_LABEL:
-            raise InputError(f"{path}: label of subset {name!r} is {value:g}, beyond +-{MAX_LABEL:g} "
-                             "(training computes in float32; labels are e.g. accuracy x 100)")
+            raise InputError(f"{path}: label of subset {name!r} is {value:g}, beyond "
+                             f"+-{MAX_LABEL:g} (training computes in float32; labels are e.g. "
+                             "accuracy x 100)")
         labels[name] = float(value)
     return labels
 

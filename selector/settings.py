@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import operator
 import re
 import typing
 from dataclasses import dataclass
@@ -181,7 +182,8 @@ def merge_layers(layers: Sequence[Layer]) -> Dict[str, Any]:
         full_key = str(getattr(exc, "full_key", "") or "")
         key = tuple(full_key.split(".")) if full_key else ()
         where = _origin(layers, key).where(key) if key else layers[-1].label
-        reason = " ".join(str(exc).splitlines()[0].split())[:160] if str(exc) else type(exc).__name__
+        text = str(exc)
+        reason = " ".join(text.splitlines()[0].split())[:160] if text else type(exc).__name__
         raise InputError(f"{where}: {full_key or 'settings'}: {reason}") from None
 
 
@@ -230,9 +232,8 @@ def _range_problem(value: Any, meta: Dict[str, Any]) -> Optional[str]:
     if isinstance(value, float) and not math.isfinite(value):
         return f"must be a finite number (got {_show(value)})"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        for name, test, word in (("min", lambda v, b: v >= b, ">="), ("max", lambda v, b: v <= b, "<="),
-                                 ("above", lambda v, b: v > b, ">"),
-                                 ("below", lambda v, b: v < b, "<")):
+        for name, test, word in (("min", operator.ge, ">="), ("max", operator.le, "<="),
+                                 ("above", operator.gt, ">"), ("below", operator.lt, "<")):
             if name in meta and not test(value, meta[name]):
                 return f"must be {word} {meta[name]} (got {_show(value)})"
     if isinstance(value, str):

@@ -94,10 +94,12 @@ def test_train_selector_on_the_reference_layout(reference_dir, tmp_path):
 
 def test_bad_inputs_are_one_line(tmp_path):
     pool, pool_path = _toy_inputs(tmp_path)
+    empty = tmp_path / "empty"  # a folder that is no checkpoint (and holds no output)
+    empty.mkdir()
     assert_one_line_error(run_cli("select", "--pool", tmp_path / "none.safetensors",
-                                  "--checkpoint", tmp_path, "--out", tmp_path / "o"),
+                                  "--checkpoint", empty, "--out", tmp_path / "o"),
                           "pool file not found")
-    assert_one_line_error(run_cli("select", "--pool", pool_path, "--checkpoint", tmp_path,
+    assert_one_line_error(run_cli("select", "--pool", pool_path, "--checkpoint", empty,
                                   "--out", tmp_path / "o"), "not a selector checkpoint")
     assert_one_line_error(run_cli("train-selector", "--pool", pool_path, "--out", tmp_path / "c"),
                           "needs --pool, --subsets and --labels")

@@ -169,8 +169,9 @@ def test_resume_after_a_crash_and_refusal_of_other_questions(tmp_path):
     assert [r["answer"] for r in _read(folder / "mine.json")] == [f"answer {i}" for i in range(10)]
     # same run folder, other sampling: refused, nothing mixed
     other = build_dataset(f"jsonl:{data}", ".", sample_num=4, sample_seed=1)
-    with pytest.raises(InputError, match="mine was started with other questions"):
-        evaluate(tester, [other], tmp_path / "out", run_name="r", progress=False)
+    with pytest.raises(InputError, match=r"other settings \(differing: datasets\.mine\.fingerprint, "
+                       r"datasets\.mine\.questions, datasets\.mine\.sample_num"):
+        evaluate(tester, [other], tmp_path / "out", run_name="r", batch_size=3, progress=False)
     # a finished run resumes without asking anything
     again = _Crashing(0, name="m")
     assert evaluate(again, [dataset], tmp_path / "out", run_name="r", batch_size=3,

@@ -62,41 +62,61 @@ def test_pool_subset_by_id_and_skip_report(tmp_path):
 
 
 @pytest.mark.parametrize("turns, reason", [
-    ([("gpt", "<image> hi"), ("human", "q")], "conversation starts with a gpt turn"),
+    ([("gpt", "<image> hi"), ("human", "q")],
+     "conversation starts with a gpt turn, expected human first"),
     ([("human", "<image>"), ("gpt", "a")], "turn 0 holds only the <image> token"),
     ([("human", "<image> q"), ("gpt", "  ")], "turn 1 is empty"),
     ([("human", "<image> q"), ("gpt", 5)], "turn 1 value is a JSON number, not text"),
     ([("human", "<image> q"), ("human", "q2"), ("gpt", "a")],
-     "turn 1 is a second human turn in a row"),
-    ([("human", "<image> q"), ("gpt", "a"), ("gpt", "b")], "turn 2 is a second gpt turn in a row"),
+     "turn 1 is a second human turn in a row (turns must alternate human, gpt)"),
+    ([("human", "<image> q"), ("gpt", "a"), ("gpt", "b")],
+     "turn 2 is a second gpt turn in a row (turns must alternate human, gpt)"),
     ([("human", "<image> q"), ("gpt", "a"), ("human", "more?")],
      "turn 2 (human) has no gpt answer after it"),
     ([("human", "<image> q")], "conversation has no gpt answer"),
     ([("human", "q"), ("gpt", "a")], "first human turn has no <image> token"),
-    ([("human", "<image> <image> q"), ("gpt", "a")], "first human turn holds <image> 2 times"),
-    ([("human", "<image> q"), ("gpt", "<image> a")], "turn 1 (gpt) holds an <image> token"),
+    ([("human", "<image> <image> q"), ("gpt", "a")],
+     "first human turn holds <image> 2 times, expected once"),
+    ([("human", "<image> q"), ("gpt", "<image> a")],
+     "turn 1 (gpt) holds an <image> token; only the first human turn may"),
     ([("system", "<image> q"), ("gpt", "a")], "turn 0 is from 'system', expected 'human' or 'gpt'"),
 ])
 def test_conversation_refusals(tmp_path, turns, reason):
     path = _conv(tmp_path, [_record(turns)])
     with pytest.raises(InputError) as caught:
         read_conversations(path)
-    assert str(caught.value).startswith(f"{path}: sample #0 (id 's1'): ")
-    assert reason in str(caught.value)
+    assert str(caught.value) == f"{path}: sample #0 (id 's1'): {reason}"
     assert read_conversations(path, skip_invalid=True).ids == []
 
 
 @pytest.mark.parametrize("conversations, reason", [
     ([], "empty conversation"),
     ("hi", "conversations is a JSON string, expected a list of turns"),
-    (None, "conversations is a JSON null"),
+    (None, "conversations is a JSON null, expected a list of turns"),
+    ({"from": "human"}, "conversations is a JSON object, expected a list of turns"),
     ([{"from": "human"}], "turn 0 needs 'from' and 'value'"),
     (["text"], "turn 0 needs 'from' and 'value'"),
+    ([5], "turn 0 needs 'from' and 'value'"),
+    (["from value"], "turn 0 needs 'from' and 'value'"),  # a string holding both words
 ])
 def test_malformed_conversations(tmp_path, conversations, reason):
     path = _conv(tmp_path, [{"id": "s1", "image": "x.jpg", "conversations": conversations}])
-    with pytest.raises(InputError, match=reason):
+    with pytest.raises(InputError) as caught:
         read_conversations(path)
+    assert str(caught.value) == f"{path}: sample #0 (id 's1'): {reason}"
+
+
+def test_check_sample_ids_names_where_and_which():
+    from selector.data import check_sample_ids, sample_id_problem
+
+    check_sample_ids(["a", 7, "b-c"], "clusters.json")
+    with pytest.raises(InputError) as caught:
+        check_sample_ids(["a", "b c"], "clusters.json")
+    assert str(caught.value).startswith("clusters.json: sample #1: id 'b c' holds space U+0020")
+    with pytest.raises(InputError, match=r"^pool\.json: sample #0: id \(1, 2\) is a JSON tuple; "):
+        check_sample_ids([(1, 2)], "pool.json")
+    assert sample_id_problem({}) == "id {} is a JSON object; ids are strings or integers"
+    assert sample_id_problem("x") is None
 
 
 @pytest.mark.parametrize("value, reason", [
@@ -145,10 +165,17 @@ def test_records_that_are_not_objects_or_miss_keys(tmp_path):
 
 
 def test_image_paths_stay_inside_the_image_folder(tmp_path):
-    for image in ("../x.jpg", "/etc/passwd", "", "a\x00b", 5):
+    for image in ("../x.jpg", "/etc/passwd", "", "a\x00b"):
         path = _conv(tmp_path, [_record([("human", "<image> q"), ("gpt", "a")], image=image)])
         with pytest.raises(InputError, match="escapes the image folder"):
             read_conversations(path)
+    path = _conv(tmp_path, [_record([("human", "<image> q"), ("gpt", "a")], image=5)])
+    with pytest.raises(InputError, match=r"sample #0 \(id 's1'\): image is a JSON number, "
+                                         r"expected a relative path$"):
+        read_conversations(path)
+    with pytest.raises(InputError, match=r"conv\.json: expected a JSON list of conversation "
+                                         r"samples$"):
+        read_conversations(_conv(tmp_path, {"id": "s1"}))
     (tmp_path / "imgs").mkdir()
     write_image(tmp_path / "imgs" / "y.jpg")
     path = _conv(tmp_path, [_record([("human", "<image> q"), ("gpt", "a")], image="y.jpg")])
@@ -193,6 +220,25 @@ def test_cc_sbu_align_without_image_checks(tmp_path):
     assert pool.samples[1].image_ref == "3.jpg" and pool.samples[1].turns == (Turn("gpt", "three"),)
     with pytest.raises(InputError, match="2.jpg is missing"):
         read_cc_sbu_align(root)
+
+
+def test_images_are_checked_by_default_and_options_pass_through(tmp_path):
+    root = make_cc_sbu_align(tmp_path / "cc", {"2": "two", "3": " "}, images=False)
+    for where in (root, root / "filter_cap.json"):
+        with pytest.raises(InputError, match="image .*2.jpg is missing"):
+            read_pool(where)
+        assert read_pool(where, check_images=False, skip_invalid=True).ids == ["2"]
+        with pytest.raises(InputError, match="empty caption"):
+            read_pool(where, check_images=False)
+    path = tmp_path / "conv.json"
+    path.write_text(json.dumps([_record([("human", "<image> q"), ("gpt", "a")], image="none.jpg"),
+                                _record([("gpt", "a")], sample_id="s2")]))
+    for read in (read_conversations, read_pool):
+        with pytest.raises(InputError, match="none.jpg is missing"):
+            read(path)
+        assert read(path, check_images=False, skip_invalid=True).ids == ["s1"]
+        with pytest.raises(InputError, match="starts with a gpt turn"):
+            read(path, check_images=False)
 
 
 def test_read_pool_tells_the_formats_apart(tmp_path):
@@ -257,3 +303,41 @@ def test_writers(tmp_path):
                         image_mode="copy")
     assert not (tmp_path / "conv3" / "m.jpg").is_symlink()
     assert (tmp_path / "conv3" / "m.jpg").read_bytes() == pool.samples[0].image.read_bytes()
+
+
+def test_files_without_samples_and_what_a_pool_records(tmp_path):
+    root = make_cc_sbu_align(tmp_path / "cc", {}, images=False)
+    with pytest.raises(InputError) as caught:
+        read_cc_sbu_align(root)
+    assert str(caught.value) == f"{root / 'filter_cap.json'}: holds no samples"
+    path = _conv(tmp_path, [_record([("human", "<image> q"), ("gpt", "a")])])
+    pool = read_conversations(path)
+    assert (pool.source, pool.encoding, pool.kind) == (path, "utf-8", "conversations")
+    empty = _conv(tmp_path, [], name="empty.json")
+    with pytest.raises(InputError, match=r"empty\.json: holds no samples$"):
+        read_conversations(empty)
+
+
+def test_skipping_goes_on_after_each_kind_of_bad_record(tmp_path):
+    good = _record([("human", "<image> q"), ("gpt", "a")], sample_id="ok")
+    for bad in ("text", {"id": "m", "image": "x.jpg"}, dict(good, id=True), dict(good, id="a b"),
+                _record([("gpt", "a")], sample_id="g"), dict(good, image="none.jpg", id="n")):
+        path = _conv(tmp_path, [bad, good])
+        pool = read_conversations(path, skip_invalid=True)
+        assert pool.ids == ["ok"] and len(pool.skipped) == 1, bad
+
+
+def test_cc_sbu_align_messages_name_the_file_the_sample_and_the_key(tmp_path):
+    root = make_cc_sbu_align(tmp_path / "cc", {"2": "two"})
+    source = root / "filter_cap.json"
+    cases = [({"image_id": True, "caption": "x"},
+              "sample #0: image_id True is a JSON boolean; ids are strings or integers"),
+             ({"image_id": "2", "caption": 5}, "sample #0 (image_id '2'): caption is a JSON number, "
+                                               "not text"),
+             ({"image_id": "9", "caption": "x"}, f"sample #0 (image_id '9'): image "
+                                                 f"{root / 'image' / '9.jpg'} is missing")]
+    for record, message in cases:
+        source.write_text(json.dumps({"annotations": [record]}))
+        with pytest.raises(InputError) as caught:
+            read_cc_sbu_align(root)
+        assert str(caught.value) == f"{source}: {message}"

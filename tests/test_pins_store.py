@@ -116,7 +116,9 @@ def test_lookups_cross_the_500_id_chunk_boundary(tmp_path):
         store.connection.set_trace_callback(statements.append)
         found = store.get("x", "k", hashes)
         store.connection.set_trace_callback(None)
-        assert len([s for s in statements if s.startswith("SELECT")]) == 3  # 500 + 500 + 201 ids
+        selects = [s for s in statements if s.startswith("SELECT")]
+        assert len(selects) == 3  # 500 + 500 + 201 ids, each id in one lookup only
+        assert [s.count("'h") for s in selects] == [500, 500, 201]
         assert found["h0500"].value == 500.0 and found["h1200"].value == 1200.0
         assert store.get("x", "k", []) == {}
         vectors = np.arange(1201 * 2, dtype=np.float32).reshape(1201, 2)
@@ -291,6 +293,9 @@ def _settings_rows(store):
 
 def test_every_write_path_records_its_settings(tmp_path):
     with Store(tmp_path) as store:
+        store.put("paths", "k0", {"model": Path("/m/x.pt")}, [("h", IndicatorValue("s", 1.0))])
+        assert _settings_rows(store) == [("k0", "paths", '{"model": "/m/x.pt"}')]
+        store.connection.execute("DELETE FROM settings")
         store.put_one("one", "k1", {"a": 1}, "h", IndicatorValue("s", 1.0))
         ReplyStore(store, "reply", {"model": "m"}, lambda r, o: IndicatorValue(r.key, 1.0)).keep(
             [(_Request("r"), None)])

@@ -362,7 +362,8 @@ def test_reference_select_with_malicious_released_files(tmp_path, marker, capsys
     from selector import reference as ref
 
     repo = _fake_reference_repo(tmp_path / "repo", marker, evil)
-    line = _cli(capsys, "reference-select", "--repo", repo, "--out", tmp_path / "out")
+    line = _cli(capsys, "reference-select", "--repo", repo, "--out", tmp_path / "out",
+                "--num", "5")
     assert Path(getattr(ref, evil)).name in line
 
 

@@ -218,7 +218,8 @@ def test_every_shipped_config_validates():
 
 @pytest.mark.parametrize("text, fragments", [
     ("pipeline:\n  stages: [score, fine_tune]\n", ["line 2", "pipeline.stages holds 'fine_tune'"]),
-    ("selector:\n  training:\n    epochs: 0\n", ["line 3", "selector.training.epochs must be >= 1"]),
+    ("selector:\n  training:\n    epochs: 0\n",
+     ["line 3", "selector.training.epochs must be >= 1"]),
     ("score:\n  settings:\n    chunk_size: 0\n", ["line 3", "score.settings.chunk_size must be"]),
     ("score:\n  settings:\n    indicators:\n      length:\n        normaliser: abc\n",
      ["line 5", "score.settings.indicators.length.normaliser must be a number"]),
