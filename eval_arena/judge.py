@@ -126,11 +126,14 @@ class Inputs:
         return sorted(rows, key=lambda row: (self.order[str(row["question_id"])], row["round"]))
 
 
-def _records(path: PathLike) -> List[Tuple[str, Any]]:
-    """``(where, record)`` of a JSONL file or a JSON list; ``where`` names the line or item."""
-    text, _ = read_text(path)
+def _records(path: PathLike, encoding: Optional[str] = None) -> List[Tuple[str, Any]]:
+    """``(where, record)`` of a JSONL file or a JSON list; ``where`` names the line or item.
+
+    ``encoding="utf-8"`` for model answers: generated text may hold U+FFFD (a model cut off in
+    the middle of a character) and must be read as written, not refused as mojibake."""
+    text, _ = read_text(path, encoding)
     if text.lstrip().startswith("["):
-        value, _ = read_json(path)
+        value, _ = read_json(path, encoding)
         return [(f"item #{index}", record) for index, record in enumerate(value)]
     records = []
     for number, line in enumerate(text.splitlines(), 1):
@@ -285,7 +288,7 @@ def read_answers(path: PathLike, questions: Sequence[Question]
     answers: Dict[RoundKey, str] = {}
     origin: Dict[RoundKey, str] = {}
     unmatched = 0
-    for where, record in _records(path):
+    for where, record in _records(path, encoding="utf-8"):
         if not isinstance(record, dict):
             raise InputError(f"{path}: {where}: expected a JSON object")
         name = "text" if "text" in record else "answer"

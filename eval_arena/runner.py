@@ -333,7 +333,9 @@ def _answer_files(folder: Path) -> List[Path]:
 
 def read_answers(path: Path) -> List[Dict[str, Any]]:
     """An Arena answers file, checked: a non-empty list of ``{answer, gt_answers, ...}``."""
-    records = read_json(path)[0]
+    # model output, read as written: generated text may hold U+FFFD (a model cut off in the
+    # middle of a character), which the mojibake checks for user data would refuse
+    records = read_json(path, encoding="utf-8")[0]
     if not isinstance(records, list) or not records:
         raise InputError(f"{path}: expected a non-empty list of answer records")
     for n, record in enumerate(records):

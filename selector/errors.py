@@ -122,5 +122,7 @@ def run_reporting_errors(work: Callable[[], int], debug: bool = False, prog: str
         print(f"{prog}: error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        # on a terminal a progress bar may hold the line: start a new one
+        start = "\n" if getattr(sys.stderr, "isatty", lambda: False)() else ""
+        print(f"{start}{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -37,6 +37,7 @@ import numpy as np
 
 from .atomic import atomic_open
 from .data import Sample
+from .errors import InputError
 from .distributed import Ranks
 from .indicators import Indicator, IndicatorValue
 from .jsonio import PathLike
@@ -108,11 +109,18 @@ def sample_hash(sample: Sample, image_bytes: bool = True) -> str:
 class Store:
     def __init__(self, work_dir: PathLike) -> None:
         self.path = Path(work_dir) / "cache.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.connection = sqlite3.connect(str(self.path), timeout=60)
-        self.connection.execute("PRAGMA journal_mode=WAL")
-        self.connection.execute("PRAGMA synchronous=NORMAL")
-        self.connection.executescript(SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.connection = sqlite3.connect(str(self.path), timeout=60)
+            self.connection.execute("PRAGMA journal_mode=WAL")
+            self.connection.execute("PRAGMA synchronous=NORMAL")
+            self.connection.executescript(SCHEMA)
+        except OSError as exc:
+            raise InputError(f"{self.path.parent}: cannot use as the work folder "
+                             f"({exc.strerror or exc})") from None
+        except sqlite3.DatabaseError as exc:  # unwritable folder, a damaged or foreign file
+            raise InputError(f"{self.path}: cannot open the cache ({exc}); use another --work "
+                             "folder or move this file aside") from None
 
     def close(self) -> None:
         self.connection.close()

@@ -691,6 +691,15 @@ def test_score_unwritable_output(capsys, world, tmp_path):
                   "a-file")
 
 
+def test_score_damaged_cache_file(capsys, world, tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "cache.sqlite").write_bytes(b"this is not an SQLite database, just some bytes" * 4)
+    check_refused(capsys, world, ["score", "--data", world["small"], "--work", work,
+                                  "--indicators", "length", "--out", tmp_path / "t.jsonl"],
+                  "cache.sqlite")
+
+
 def test_score_unsupported_table_format(capsys, world, tmp_path):
     check_refused(capsys, world, ["score", "--data", world["small"], "--work", tmp_path / "w",
                                   "--indicators", "length", "--out", tmp_path / "t.xlsx"],

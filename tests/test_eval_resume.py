@@ -244,3 +244,15 @@ def test_a_dataset_named_like_the_result_file_is_refused(tmp_path):
     with pytest.raises(InputError, match="result"):
         evaluate(ScriptedTester({}, default="x"), [build_dataset(f"jsonl:{data}", ".")],
                  tmp_path / "o", progress=False)
+
+
+def test_rerun_reads_answers_holding_replacement_characters(tmp_path):
+    """Model output is read as written: a model cut off inside a character leaves U+FFFD, which
+    the mojibake checks for user data would refuse; ``eval rerun`` must still rescore it."""
+    from eval_arena.runner import read_answers
+
+    path = tmp_path / "GQA.json"
+    path.write_text(json.dumps([{"question": "q?", "answer": "a bl\ufffd\ufffd", "gt_answers": "a",
+                                 "image_path": "x.jpg", "model_name": "m"}], ensure_ascii=False),
+                    encoding="utf-8")
+    assert read_answers(path)[0]["answer"] == "a bl\ufffd\ufffd"

@@ -341,3 +341,70 @@ def test_cc_sbu_align_messages_name_the_file_the_sample_and_the_key(tmp_path):
         with pytest.raises(InputError) as caught:
             read_cc_sbu_align(root)
         assert str(caught.value) == f"{source}: {message}"
+
+
+def test_image_problem_messages(tmp_path, monkeypatch):
+    from PIL import Image
+
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"\xff\xd8 not a jpeg")
+    assert image_problem(junk) == \
+        f"image {junk} is corrupt (UnidentifiedImageError: cannot identify image file {str(junk)!r})"
+    long_name = tmp_path / ("n" * 300 + ".jpg")
+    assert image_problem(long_name) == f"image {long_name} cannot be read (File name too long)"
+    big = write_image(tmp_path / "big.png", size=(40, 40))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1600 pixels: a warning, made an error
+    assert image_problem(big).startswith(
+        f"image {big} is too large to decode safely (a possible decompression bomb: Image size "
+        "(1600 pixels) exceeds limit of 1000 pixels")
+
+
+@pytest.mark.parametrize("error, message", [
+    (ValueError("bad\n   header " + "x" * 200), "is corrupt (ValueError: bad header " + "x" * 109 + ")"),
+    (OSError("truncated\tdata " + "y" * 200), "is corrupt (OSError: truncated data " + "y" * 105 + ")"),
+    (MemoryError(), "is too large to decode in memory"),
+])
+def test_decoder_errors_are_one_line(tmp_path, monkeypatch, error, message):
+    from PIL import Image
+
+    image = write_image(tmp_path / "a.jpg")
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(Image, "open", fail)
+    assert image_problem(image) == f"image {image} {message}"
+
+
+def test_a_bomb_message_is_shortened(tmp_path, monkeypatch):
+    from PIL import Image
+
+    image = write_image(tmp_path / "a.jpg")
+
+    def fail(*args, **kwargs):
+        raise Image.DecompressionBombError("z" * 300)
+
+    monkeypatch.setattr(Image, "open", fail)
+    assert image_problem(image) == (f"image {image} is too large to decode safely (a possible "
+                                    f"decompression bomb: {'z' * 160})")
+
+
+def test_writer_messages_and_shared_images(tmp_path):
+    root = make_cc_sbu_align(tmp_path / "cc", {"2": "two"})
+    pool = read_cc_sbu_align(root)
+    target = root / "image" / "2.jpg"
+    with pytest.raises(InputError) as caught:
+        write_cc_sbu_align(pool.samples, root)
+    assert str(caught.value) == (f"{target}: is the source image {pool.samples[0].image} itself "
+                                 "(the output lies over the data, through a link); write the "
+                                 "selection elsewhere")
+    multi = Sample("m", pool.samples[0].image, (Turn("human", "<image> q"), Turn("gpt", "a"),
+                                                Turn("human", "q2"), Turn("gpt", "b")), "2.jpg")
+    with pytest.raises(InputError) as caught:
+        write_cc_sbu_align([multi], tmp_path / "multi")
+    assert str(caught.value) == ("sample 'm' has 2 answers; cc_sbu_align holds one caption per "
+                                 "image (write it as conversations instead)")
+    # two conversations about the same image file share it: not a clash
+    other = Sample("o", pool.samples[0].image, multi.turns, "2.jpg")
+    write_conversations([multi, other], tmp_path / "out" / "data.json", image_dir=tmp_path / "out")
+    assert (tmp_path / "out" / "2.jpg").is_symlink()
