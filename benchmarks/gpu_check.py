@@ -408,7 +408,8 @@ class Check:
                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"] \
             + ([] if self.cuda else ["--cpu"]) \
             + ["-m", "selector.cli", "score", "--data", str(data), "--work", str(out / "work"),
-               "--indicators", "clip,reward,length", "--set", "pool.indicators=[clip,reward,length]",
+               "--indicators", "clip,reward,length",
+               "--set", "pool.indicators=[clip,reward,length]",
                "--set", f"indicators.reward.model={reward}",
                "--set", "indicators.reward.max_length=128",  # the tiny model's positions
                "--out", str(out / "scores.jsonl"),
@@ -587,7 +588,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 outcome, text = "skipped", str(exc)
             except Exception as exc:  # noqa: BLE001 - every failure is reported, then the next path
                 outcome = "FAILED"
-                text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                text = f"{type(exc).__name__}: {first}"
                 if args.debug:
                     print(chatter.getvalue()[-6000:], file=sys.stderr)
                     traceback.print_exc()

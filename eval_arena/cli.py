@@ -190,9 +190,15 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("eval needs --data-root for the Arena datasets")
 
     from .datasets import build_dataset, read_tiny_positions
-    from .runner import RESULT_FILE, evaluate
+    from .runner import RESULT_FILE, check_folder_name, check_max_new_tokens, evaluate
     from .testers import build_tester, tester_name
 
+    # settings checked before any model is loaded (the tester's own limits once it is built)
+    check_max_new_tokens(args.max_new_tokens)
+    if args.run_name is not None:
+        check_folder_name(args.run_name, "--run-name")
+    if args.model_name is not None:
+        check_folder_name(args.model_name, "--model-name")
     tester_args = _key_values(args.tester_args)
     _refuse_eval_overlap(args, names, tester_args)
     positions = read_tiny_positions(args.tiny_indices) if args.tiny_indices else None

@@ -182,8 +182,8 @@ def read_tiny_positions(path: PathLike) -> Dict[str, List[int]]:
     for number, line in enumerate(read_text(path)[0].splitlines(), 1):
         if not line.strip():
             continue
+        record = json_line(path, number, line)
         try:
-            record = json.loads(line)
             out[str(record["dataset"])] = [int(i) for i in record["indices"]]
         except (ValueError, KeyError, TypeError):
             raise InputError(f"{path}: line {number}: expected {{\"dataset\", \"indices\"}}") from None
@@ -235,16 +235,21 @@ def _object(value: Any, path: Path, key: Optional[str] = None, kind: type = dict
     return value
 
 
+def json_line(path: PathLike, number: int, line: str, hint: str = "") -> Any:
+    """One JSONL line parsed, or one :class:`InputError` naming the file and line: malformed
+    JSON and JSON nested too deeply for Python's parser (a RecursionError) are bad input, not
+    crashes. ``hint`` is appended to the malformed-JSON message."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: line {number}: malformed JSON ({exc.msg}){hint}") from None
+    except RecursionError:
+        raise InputError(f"{path}: line {number}: JSON nested too deeply to read") from None
+
+
 def _jsonl(path: Path) -> List[Tuple[int, Any]]:
-    rows = []
-    for number, line in enumerate(read_text(path)[0].splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((number, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: line {number}: malformed JSON ({exc.msg})") from None
-    return rows
+    return [(number, json_line(path, number, line))
+            for number, line in enumerate(read_text(path)[0].splitlines(), 1) if line.strip()]
 
 
 def _options_prompt(question: str, choices: Sequence[str]) -> str:
@@ -570,6 +575,9 @@ def _is_presampled(folder: Path) -> bool:
     return head.startswith(b"[")
 
 
+MAX_SAMPLE_SEED = 2 ** 32 - 1  # numpy.random.RandomState's largest seed
+
+
 def build_dataset(name: str, root: PathLike, split: Optional[str] = None, variant: str = FULL,
                   sample_num: Optional[int] = None, sample_seed: Optional[int] = None,
                   check_images: bool = True, directory_order: str = "sorted",
@@ -590,6 +598,15 @@ def build_dataset(name: str, root: PathLike, split: Optional[str] = None, varian
         sample_num = TINY_SAMPLE_NUM if variant == TINY else -1
     if sample_seed is None:
         sample_seed = TINY_SAMPLE_SEED if variant == TINY else 0
+    if isinstance(sample_num, bool) or not isinstance(sample_num, int) or (
+            sample_num != -1 and sample_num < 1):
+        raise InputError(f"--sample-num {sample_num!r}: must be a positive number of questions "
+                         "or -1 (all)")
+    # numpy's RandomState takes seeds 0..2**32-1; anything else is refused, not wrapped
+    if isinstance(sample_seed, bool) or not isinstance(sample_seed, int) or not (
+            0 <= sample_seed <= MAX_SAMPLE_SEED):
+        raise InputError(f"--sample-seed {sample_seed!r}: must be a whole number from 0 to "
+                         f"{MAX_SAMPLE_SEED}")
     presampled = False
     if name.lower() == JSONL or name.lower().startswith(JSONL + ":"):
         path = Path(name.split(":", 1)[1] if ":" in name else root).expanduser().absolute()

@@ -52,6 +52,7 @@ from selector.jsonio import PathLike, read_json, read_text, write_json
 from selector.redaction import redact, redact_text
 from selector.store import ReplyStore, Store
 
+from .datasets import json_line
 from .judge_prompts import PROMPT_SHA256, PROMPT_VERSION, parse_pair, review_messages
 
 CACHE_NAME = "gpt-judge"  # the store's indicator column for judgements
@@ -138,11 +139,8 @@ def _records(path: PathLike, encoding: Optional[str] = None) -> List[Tuple[str, 
     records = []
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
-            try:
-                records.append((f"line {number}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: line {number}: malformed JSON ({exc.msg}); expected "
-                                 "one JSON object per line, or a JSON list") from None
+            records.append((f"line {number}", json_line(
+                path, number, line, "; expected one JSON object per line, or a JSON list")))
     return records
 
 
@@ -464,6 +462,7 @@ def judge(questions: PathLike, answers: PathLike, out: PathLike,
              f"of {questions}; ignored")
     settings = gpt.settings()
     cache = Path(cache_dir if cache_dir is not None else out)
+    cache_flag = "--cache"  # the flag that moves the cache, whether or not it was given
     keys = list(dict.fromkeys(item.key for item in inputs.items))
     first_item = {}
     for item in inputs.items:
@@ -480,14 +479,14 @@ def judge(questions: PathLike, answers: PathLike, out: PathLike,
     if dry_run:
         stored: Dict[str, IndicatorValue] = {}
         if (cache / "cache.sqlite").is_file():
-            with Store(cache) as store:
+            with Store(cache, cache_flag) as store:
                 stored = judgements(store).get(keys)
         requests = to_send(stored)
         return {"dry_run": True, "items": len(inputs.items), "missing": len(inputs.missing),
                 "cached": len(keys) - len(requests), **gpt.cost_estimate(requests)}
 
     failures: Dict[str, str] = {}
-    with Store(cache) as store:
+    with Store(cache, cache_flag) as store:
         gpt.bind(cache)  # batch mode: submitted batches are remembered under CACHE/gpt_batches
         replies = judgements(store)
         stored = replies.get(keys)

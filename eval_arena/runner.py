@@ -25,14 +25,15 @@ keys; ``new_run=True`` (``igpt4 eval --new-run``) starts a fresh run folder besi
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from selector.atomic import os_error_line
 from selector.errors import InputError
+from selector.hashing import file_sha256
 from selector.jsonio import PathLike, read_json, write_json
 
 from .datasets import TINY, VQADataset
@@ -156,15 +157,6 @@ def predict(tester: Any, dataset: VQADataset, log: PredictionLog, batch_size: in
     return [done[i] for i in range(len(dataset))]
 
 
-def file_sha256(path: PathLike) -> str:
-    """sha256 of a file's bytes, streamed (a checkpoint can be gigabytes)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fingerprint(settings: Mapping[str, Any]) -> str:
     """The run's settings fingerprint: the store's one canonical-JSON sha256 of settings."""
     from selector.store import settings_hash
@@ -242,12 +234,115 @@ def _run_state(folder: Path, settings: Dict[str, Any], answers: Dict[str, Any],
 
 
 def _fresh_folder(parent: Path, run_name: str) -> Path:
-    """``parent/run_name``, or the first free ``run_name-2``, ``run_name-3``, ... beside it."""
-    folder, number = parent / run_name, 1
-    while folder.exists():
-        number += 1
-        folder = parent / f"{run_name}-{number}"
-    return folder
+    """``parent/run_name``, or the first free ``run_name-2``, ``run_name-3``, ... beside it,
+    claimed by creating it (``mkdir`` fails when it exists), so two ``--new-run`` runs started
+    at once never share a folder."""
+    number = 1
+    while True:
+        folder = parent / (run_name if number == 1 else f"{run_name}-{number}")
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            number += 1
+        except OSError as exc:
+            raise os_error_line(folder, exc, "cannot create the run folder") from None
+
+
+def check_folder_name(value: Any, what: str) -> str:
+    """``value`` if it can name exactly one folder under the answers root; else one
+    :class:`InputError` naming ``what`` (e.g. ``"--run-name"``): no path separators, no ``.`` or
+    ``..``, no control characters (a newline in a folder name breaks every listing and log line),
+    at most 255 bytes (the file systems' limit)."""
+    import unicodedata
+
+    text = str(value)
+    reason = None
+    if not text.strip():
+        reason = "it is empty"
+    elif text in (".", ".."):
+        reason = f"{text!r} is not a new folder"
+    elif "/" in text or os.sep in text or (os.altsep and os.altsep in text):
+        reason = "it holds a path separator"
+    elif any(unicodedata.category(c) in ("Cc", "Cs") or c in "\u2028\u2029" for c in text):
+        reason = "it holds a control character"
+    elif len(text.encode("utf-8", "surrogatepass")) > 255:
+        reason = "it is longer than 255 bytes"
+    if reason:
+        raise InputError(f"{what} {text[:80]!r}: cannot name a folder ({reason})")
+    return text
+
+
+def check_max_new_tokens(max_new_tokens: Any, tester: Any = None) -> int:
+    """``max_new_tokens`` if the tester can generate that many: at least 1, and below the
+    tester's ``max_length`` (prompt and answer share it; the prompt needs at least a token)."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens {max_new_tokens!r}: must be a whole number of at "
+                         "least 1")
+    limit = getattr(tester, "max_length", None)
+    if isinstance(limit, int) and not isinstance(limit, bool) and max_new_tokens >= limit:
+        raise InputError(f"--max-new-tokens {max_new_tokens}: must be below the model's maximum "
+                         f"length of {limit} tokens (the prompt and the answer share it)")
+    return max_new_tokens
+
+
+class RunLock:
+    """An exclusive, non-blocking ``flock`` on ``{run}/.igpt4/lock`` held for a whole run, so
+    two ``igpt4 eval`` processes never answer into one run folder at once (their answers would
+    interleave in one journal). The kernel drops the lock when the process ends, however it
+    ends (``kill -9`` included): a stale lock file never blocks a later run. The lock file stays
+    empty and is never rewritten (a refused run leaves the run folder byte-identical); the
+    holder's pid is read from ``/proc/locks``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / STATE_DIR / "lock"
+        self.descriptor: Optional[int] = None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no advisory locks; run unlocked
+            return self
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # read-only is enough for flock, and works on a finished run on read-only media
+            descriptor = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise os_error_line(self.path, exc, "cannot create the run's lock file") from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = _lock_holder(os.fstat(descriptor).st_ino)
+            finally:
+                os.close(descriptor)
+            raise InputError(f"run folder {self.folder} is in use by another igpt4 eval "
+                             f"(pid {holder}); wait for it to finish or choose another "
+                             "--run-name") from None
+        self.descriptor = descriptor
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.descriptor is not None:
+            os.close(self.descriptor)  # closing the only descriptor releases the flock
+            self.descriptor = None
+
+
+def _lock_holder(inode: int) -> str:
+    """The pid holding a FLOCK on the file with this inode, from Linux's ``/proc/locks``
+    (``1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF``); ``?`` where it cannot be told."""
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                fields = line.split()
+                if "FLOCK" in fields and len(fields) >= 6 and "->" not in fields:
+                    pid, where = fields[-4], fields[-3]
+                    if where.rsplit(":", 1)[-1] == str(inode):
+                        return pid
+    except OSError:
+        pass
+    return "?"
 
 
 def _object_settings(tester: Any) -> Dict[str, Any]:
@@ -283,15 +378,23 @@ def evaluate(tester: Any, datasets: Sequence[VQADataset], out: PathLike = "answe
     if clashing:
         raise InputError(f"dataset {clashing[0]!r}: its answers file would be the run's "
                          f"{clashing[0]}.json result file; rename the dataset file")
-    model_name = model_name or tester_name(tester)
-    if not model_name or "/" in model_name or model_name in (".", ".."):
-        raise InputError(f"model name {model_name!r} cannot name a folder")
-    run_name = run_name or new_run_name()
-    if not run_name or "/" in run_name or os.sep in run_name or run_name in (".", ".."):
-        raise InputError(f"run name {run_name!r} cannot name a folder")
+    check_max_new_tokens(max_new_tokens, tester)
+    model_name = check_folder_name(model_name or tester_name(tester),
+                                   "model name (--model-name, or the tester's name)")
+    run_name = check_folder_name(run_name or new_run_name(), "run name (--run-name)")
     folder = Path(out) / model_name / run_name
     if new_run:
         folder = _fresh_folder(folder.parent, run_name)
+    with RunLock(folder):
+        return _evaluate_locked(tester, datasets, folder, model_name, batch_size, metric,
+                                max_new_tokens, progress, tester_settings, log)
+
+
+def _evaluate_locked(tester: Any, datasets: Sequence[VQADataset], folder: Path, model_name: str,
+                     batch_size: int, metric: str, max_new_tokens: int, progress: bool,
+                     tester_settings: Optional[Mapping[str, Any]],
+                     log: Optional[Callable[[str], None]]) -> Tuple[Dict[str, float], Path]:
+    """:func:`evaluate`'s work, with the run folder's lock held."""
     tester_block = dict(tester_settings) if tester_settings is not None else _object_settings(tester)
     _run_state(folder, {"model_name": model_name, "metric": metric, "max_new_tokens": max_new_tokens,
                         "batch_size": batch_size, "tester": tester_block},
@@ -366,6 +469,6 @@ def rerun(answers_dir: PathLike, metric: str = "arena", write: bool = True) -> D
     return results
 
 
-__all__ = ["evaluate", "rerun", "predict", "PredictionLog", "answer_record", "read_answers",
+__all__ = ["evaluate", "rerun", "check_folder_name", "check_max_new_tokens", "RunLock", "predict", "PredictionLog", "answer_record", "read_answers",
            "new_run_name", "fingerprint", "answer_settings", "differing_keys", "file_sha256",
            "rerun_result_path", "is_result_file", "METRICS", "RESULT_FILE", "STATE_DIR"]

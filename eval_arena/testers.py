@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -55,6 +56,9 @@ class ScriptedTester:
         self.answers = answers
         self.default = default
         self.delay = float(delay)
+        if not math.isfinite(self.delay) or self.delay < 0:
+            raise InputError(f"--tester-arg delay={delay}: the scripted tester's delay must be a "
+                             "finite number of seconds, 0 or more")
         self.name = name
         self.calls: List[Tuple[str, str]] = []
 
@@ -86,15 +90,14 @@ class ScriptedTester:
         a ``{question: answer}`` JSON object, or JSONL of ``{image_path?, question, answer}``."""
         from selector.jsonio import read_json, read_text
 
+        from .datasets import json_line
+
         path = Path(path)
         if path.suffix == ".jsonl":
             records: Any = []
             for number, line in enumerate(read_text(path)[0].splitlines(), 1):
                 if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise InputError(f"{path}: line {number}: malformed JSON ({exc.msg})") from None
+                    records.append(json_line(path, number, line))
         else:
             records = read_json(path)[0]
         if isinstance(records, dict) and all(isinstance(v, str) for v in records.values()):
@@ -137,9 +140,16 @@ def _seed(seed: Optional[str]) -> Optional[int]:
     if seed is None or seed == "":
         return None
     try:
-        return int(seed)
+        value = int(seed)
     except ValueError:
-        raise InputError(f"tester seed must be an integer, got {seed!r}") from None
+        raise InputError(f"--tester-arg seed={seed}: the tester seed must be an integer") from None
+    if not 0 <= value <= MAX_TESTER_SEED:  # torch.manual_seed's range; beyond it overflows
+        raise InputError(f"--tester-arg seed={seed}: the tester seed must be from 0 to "
+                         f"{MAX_TESTER_SEED}")
+    return value
+
+
+MAX_TESTER_SEED = 2 ** 64 - 1
 
 
 def _minigpt4_factory(checkout: Optional[str] = None, cfg_path: Optional[str] = None,

@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "four)")
     q.add_argument("--allow-missing", action="store_true", help="average the datasets a subset "
                    "has instead of stopping when one is missing (recorded in the file)")
+    q.add_argument("--model", help="use the runs of this model (the {model} folder of "
+                   "answers/{model}/{time}/) where subsets were evaluated with several")
 
     p = commands.add_parser("run", help="the whole pipeline from one YAML recipe; stages whose "
                             "inputs and settings are unchanged are skipped")
@@ -190,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("demo", help="every stage on a generated TOY pool (drawn images with "
                             "planted bad captions, tiny models, oracle labels), minutes on a CPU")
     p.add_argument("--out", default="demo_out")
-    p.add_argument("--samples", type=int, help="toy pool size (default: the demo recipe's 300)")
+    p.add_argument("--samples", type=int, help="toy pool size (default: configs/pipeline/demo.yaml's "
+                   "demo.samples, 600)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a demo recipe setting, e.g. --set select.num_samples=20")
@@ -234,7 +237,8 @@ def _run(args: argparse.Namespace) -> int:
         extra = [f"selection.num_samples={args.num}"] if args.num is not None else []
         selected = commands.select(args.out, _settings(args, extra), args.pool, args.checkpoint,
                                    args.clusters, args.baseline, args.data, args.captions,
-                                   image_mode, args.skip_invalid)
+                                   image_mode, args.skip_invalid,
+                                   commands.model_keys_set(args.config, args.overrides))
         commands.log(f"selected {len(selected)} samples -> {args.out}")
     elif args.command == "score":
         from .scoring import score
@@ -287,7 +291,7 @@ def _run(args: argparse.Namespace) -> int:
         from .subset_commands import labels_collect_command
 
         datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-        labels_collect_command(args.paths, args.out, datasets, args.allow_missing)
+        labels_collect_command(args.paths, args.out, datasets, args.allow_missing, args.model)
     elif args.command == "run":
         from .pipeline import run_pipeline
 

@@ -209,7 +209,7 @@ def read_clusters(path: Any, pool_ids: Sequence[str], k: Optional[int] = None
     only selects clustered samples)."""
     from .pool import read_subsets
 
-    clusters = read_subsets(path)
+    clusters = read_subsets(path, kind="cluster")
     known = set(pool_ids)
     unknown = [sample_id for members in clusters.values() for sample_id in members
                if sample_id not in known]

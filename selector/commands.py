@@ -1,6 +1,8 @@
 """The work behind the ``igpt4`` sub-commands, as functions (the CLI only parses arguments)."""
 from __future__ import annotations
 
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -70,24 +72,138 @@ def refuse_command_overlap(args: Any) -> None:
         refuse_overlap({"--out": args.out}, {"PATH": list(args.paths)})
 
 
+#: what ``igpt4 select`` writes into its --out (and ``igpt4 report`` beside it, by default)
+SELECTION_FILES = ("filter_cap.json", "image", "selected.txt", "skipped.json", "manifest.json")
+_REPORT_FILE = re.compile(r".+\.html?|.+_data\.json|"
+                          r".+_(indicators|correlations|clusters|cross_validation)\.png")
+_LEFT_BY_A_KILLED_WRITE = re.compile(r"\..+\.(tmp|link)")  # selector.atomic's temporary names
+
+
+def _is_selection(folder: Path) -> bool:
+    """Whether ``folder`` holds a selection this project wrote (its manifest.json)."""
+    from .jsonio import read_json
+
+    if not (folder / "manifest.json").is_file():
+        return False
+    try:
+        manifest, _ = read_json(folder / "manifest.json")
+    except InputError:
+        return False
+    return (isinstance(manifest, dict) and isinstance(manifest.get("samples"), list)
+            and isinstance(manifest.get("settings"), dict)
+            and manifest["settings"].get("command") in ("select", "reference-select"))
+
+
+def check_reusable_out(out: Path) -> None:
+    """A selection's --out must end up holding exactly the new selection. An absent or empty
+    folder, or a previous selection (whose files, and a report made into it, are replaced as a
+    whole), may be reused; a file, a non-empty folder that is no selection, or a previous selection
+    that also holds files we did not write, is refused: replacing it would delete them."""
+    from .atomic import os_error_line
+
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise InputError(f"{out}: --out exists and is not a folder")
+    try:
+        entries = sorted(entry.name for entry in out.iterdir())
+    except OSError as exc:
+        raise os_error_line(out, exc, "cannot read") from None
+    if not entries:
+        return
+    if not _is_selection(out):
+        raise InputError(f"{out}: --out is a non-empty folder that holds no selection "
+                         "(manifest.json of igpt4 select); give a new or empty folder")
+    foreign = [name for name in entries if name not in SELECTION_FILES
+               and not _REPORT_FILE.fullmatch(name) and not _LEFT_BY_A_KILLED_WRITE.fullmatch(name)]
+    if foreign:
+        raise InputError(f"{out / foreign[0]}: --out holds a previous selection and this, which "
+                         "igpt4 select did not write (it would be deleted); move it or give "
+                         "another --out")
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Put the finished ``staging`` folder in place of ``out`` (a previous selection, or none):
+    two renames in one folder, so no moment shows a mix of the old and the new selection."""
+    import shutil
+
+    from .atomic import _fsync_folder, os_error_line
+
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
+    try:
+        if out.exists() or out.is_symlink():
+            os.replace(out, old)
+            try:
+                os.replace(staging, out)
+            except OSError:
+                os.replace(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except OSError as exc:
+        raise os_error_line(out, exc) from None
+    _fsync_folder(out.parent)
+
+
 def write_selection(out: PathLike, ids: List[str], scores: np.ndarray, selected: List[str],
                     settings: Dict[str, Any], cluster_of: Optional[Dict[str, str]] = None,
                     captions: Optional[Dict[str, str]] = None, data_dir: Optional[PathLike] = None,
                     image_mode: str = "link", skip_invalid: bool = False,
                     details: Optional[Dict[str, Any]] = None) -> Path:
     """``OUT/filter_cap.json`` (+ ``OUT/image/`` when the data folder is given) and
-    ``OUT/manifest.json`` with every sample's score, cluster and whether it was selected."""
-    from .data import read_cc_sbu_align, write_cc_sbu_align
+    ``OUT/manifest.json`` with every sample's score, cluster and whether it was selected.
+
+    The selection is written into a temporary folder beside ``out`` and swapped in when complete:
+    ``out`` then holds exactly this selection (no file of a previous one, see
+    :func:`check_reusable_out`), and a failed or killed run leaves the previous one as it was."""
+    import shutil
+
+    from .atomic import os_error_line
     from .overlap import refuse_overlap
 
     out = Path(out)
     refuse_overlap({"--out": out}, {"--data": data_dir})  # also when called as a library
+    check_reusable_out(out)
+    staging = out.with_name(f".{out.name}.{os.getpid()}.new")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as exc:
+        raise os_error_line(out, exc) from None
+    try:
+        _write_selection_files(staging, out, ids, scores, selected, settings, cluster_of,
+                               captions, data_dir, image_mode, skip_invalid, details)
+        _publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def _write_selection_files(out: Path, final: Path, ids: List[str], scores: np.ndarray,
+                           selected: List[str], settings: Dict[str, Any],
+                           cluster_of: Optional[Dict[str, str]],
+                           captions: Optional[Dict[str, str]], data_dir: Optional[PathLike],
+                           image_mode: str, skip_invalid: bool,
+                           details: Optional[Dict[str, Any]]) -> None:
+    """The files of :func:`write_selection`, into ``out`` (the staging folder; ``final`` is where
+    they will be, named in messages)."""
+    from .data import read_cc_sbu_align, write_cc_sbu_align
+
     if data_dir is not None:
         pool = read_cc_sbu_align(data_dir, skip_invalid=skip_invalid)
+        replaced = os.path.realpath(final)  # the previous selection there goes when this is done
+        for sample in pool.samples:
+            image = os.path.realpath(sample.image)
+            if os.path.commonpath([replaced, image]) == replaced:
+                raise InputError(f"{final / 'image' / Path(image).name}: is the source image "
+                                 f"{sample.image} itself (the data links into the --out that "
+                                 "would be replaced); write the selection elsewhere")
         if pool.skipped:
             pool.write_skip_report(out / "skipped.json")
             log(f"skipped {len(pool.skipped)} invalid samples of {data_dir} "
-                f"(report: {out / 'skipped.json'})")
+                f"(report: {final / 'skipped.json'})")
         known = set(pool.ids)
         missing = [i for i in selected if i not in known]
         if missing:
@@ -120,7 +236,6 @@ def write_selection(out: PathLike, ids: List[str], scores: np.ndarray, selected:
                      "selected": sample_id in chosen}
                     for sample_id, score in zip(ids, scores)],
     })
-    return out
 
 
 def reference_select(repo: PathLike, out: PathLike, data_dir: Optional[PathLike] = None,
@@ -148,6 +263,7 @@ def reference_select(repo: PathLike, out: PathLike, data_dir: Optional[PathLike]
         log(f"warning: selected {len(selection.selected)} of the {num_samples} samples asked: "
             "the original rule's truncated cluster quotas left no more candidates")
     settings = {"command": "reference-select", "repo": str(Path(repo).resolve()),
+                "pool_sha256": pool.content_digest(),
                 "checkpoint": str(reference.checkpoint()), "mode": "reference",
                 "clusters": str(reference.path("cluster/spectral/clustering_results.json")),
                 "data": str(data_dir) if data_dir else None, **selection.rule}
@@ -176,9 +292,17 @@ def load_training_data(pool_path: Optional[PathLike],
         return data, 6, 6, list(REFERENCE_INDICATORS)
     if not (pool_path and subsets_path and labels_path):
         raise InputError("train-selector needs --pool, --subsets and --labels (or --repo)")
+    from .training import check_labels_vary
+
     pool = FeaturePool.load(pool_path)
-    names, members, labels = match_labels(read_subsets(subsets_path), read_labels(labels_path),
-                                          str(labels_path))
+    subsets, by_subset = read_subsets(subsets_path), read_labels(labels_path)
+    unlabelled = [name for name in subsets if name not in by_subset]
+    if unlabelled:  # dropping them without a word would train on part of the split
+        raise InputError(f"{labels_path}: subset {unlabelled[0]!r} of {subsets_path} has no label "
+                         f"({len(unlabelled)} of {len(subsets)} unlabelled); label every subset, "
+                         "or give a subsets file without the unlabelled ones")
+    names, members, labels = match_labels(subsets, by_subset, str(labels_path))
+    check_labels_vary(labels, names, str(labels_path))
     data = SubsetData.from_pool(pool, members, labels, names)
     return data, pool.image.shape[1], pool.text.shape[1], pool.indicator_names
 
@@ -217,12 +341,75 @@ def train_selector(out: PathLike, settings: Dict[str, Any], pool: Optional[PathL
     return report
 
 
+#: model settings a selector learns (or is built with) at train-selector time: its checkpoint fixes them
+LEARNED_MODEL_KEYS = ("mode", "n_heads", "n_layers", "residual", "context_size")
+#: how a trained selector scores a pool: the checkpoint's values unless this run sets them
+SCORING_MODEL_KEYS = ("score_rounds", "score_seed")
+
+
+def model_keys_set(config: Optional[str], overrides: Sequence[str]) -> List[str]:
+    """The ``model.*`` keys the user's ``--config`` file or ``--set`` overrides set (not the
+    shipped defaults): what a select run asks for."""
+    from .settings import user_layers
+
+    keys: List[str] = []
+    for layer in user_layers(config, overrides):
+        block = layer.get(("model",))
+        if isinstance(block, dict):
+            keys += [str(key) for key in block if str(key) not in keys]
+    return keys
+
+
+def requested_model_settings(settings: Dict[str, Any],
+                             keys: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """The ``model.*`` values a select run asks for: those of ``keys`` (:func:`model_keys_set`),
+    or, when the caller does not know them (a library call with merged settings), those that
+    differ from the shipped defaults: a value equal to the shipped default then means "the
+    checkpoint's"."""
+    values = settings.get("model") or {}
+    if keys is not None:
+        return {key: values[key] for key in keys if key in values}
+    from .settings import load_settings
+
+    shipped = load_settings(None, [])["model"]
+    missing = object()
+    return {key: value for key, value in values.items()
+            if shipped.get(key, missing) != value or type(shipped.get(key)) is not type(value)}
+
+
+def apply_model_settings(model: Any, requested: Dict[str, Any], checkpoint: Any) -> Dict[str, Any]:
+    """Apply the scoring-time settings a run asks for to the loaded selector; refuse a learned one
+    that differs from the checkpoint's. Returns the model settings actually used (recorded)."""
+    import dataclasses
+
+    config = model.config
+    for key in LEARNED_MODEL_KEYS:
+        if key in requested and requested[key] != getattr(config, key):
+            raise InputError(f"model.{key}={requested[key]!r}: {key} is learned by train-selector "
+                             f"({checkpoint} has {getattr(config, key)!r}); retrain to change it")
+    scoring = {key: requested[key] for key in SCORING_MODEL_KEYS if key in requested}
+    if scoring and config.mode == "reference":
+        key = next(iter(scoring))
+        raise InputError(f"model.{key}={scoring[key]!r}: {checkpoint} is a reference-mode "
+                         "selector, which scores the whole pool at once (no rounds, no seed)")
+    if scoring:
+        model.config = dataclasses.replace(config, **scoring)
+    used = {key: getattr(model.config, key) for key in LEARNED_MODEL_KEYS + SCORING_MODEL_KEYS}
+    if model.config.mode == "reference":
+        used.update(score_rounds=None, score_seed=None)  # not used by a reference-mode selector
+    return used
+
+
 def select(out: PathLike, settings: Dict[str, Any], pool_path: PathLike,
            checkpoint: Optional[PathLike] = None, clusters_path: Optional[PathLike] = None,
            baseline: Optional[str] = None, data_dir: Optional[PathLike] = None,
            captions_path: Optional[PathLike] = None, image_mode: str = "link",
-           skip_invalid: bool = False) -> List[str]:
-    """Score the pool with a trained selector (or a baseline), cluster, and write the selection."""
+           skip_invalid: bool = False, model_keys: Optional[Sequence[str]] = None) -> List[str]:
+    """Score the pool with a trained selector (or a baseline), cluster, and write the selection.
+
+    ``model_keys``: the ``model.*`` keys the user set (:func:`model_keys_set`); scoring-time ones
+    (score_rounds, score_seed) are applied, learned ones must match the checkpoint, and the
+    manifest records the values used."""
     from .clustering import diversity_clusters, read_clusters
     from .jsonio import text_encoding
     from .model import check_pool_fits, load_checkpoint, score_features
@@ -233,6 +420,12 @@ def select(out: PathLike, settings: Dict[str, Any], pool_path: PathLike,
 
     pool = FeaturePool.load(pool_path)
     check_sample_ids(pool.ids, f"{pool_path}: ids")  # a newline in an id would break selected.txt
+    requested = requested_model_settings(settings, model_keys)
+    used_model: Optional[Dict[str, Any]] = None
+    if baseline is not None and requested and model_keys is not None:  # the user's --set
+        key = next(iter(requested))
+        raise InputError(f"model.{key}={requested[key]!r}: model settings apply to a trained "
+                         "selector (--checkpoint), not to --baseline")
     chosen_settings = dict(settings["selection"])
     k = chosen_settings["num_samples"]
     if isinstance(k, str) and k.strip().lstrip("-").isdigit():
@@ -256,6 +449,7 @@ def select(out: PathLike, settings: Dict[str, Any], pool_path: PathLike,
             raise InputError("select needs --checkpoint (or --baseline)")
         with text_encoding(None):  # the checkpoint is ours (UTF-8), whatever --encoding says
             model = load_checkpoint(checkpoint)
+        used_model = apply_model_settings(model, requested, checkpoint)
         check_pool_fits(model, pool.image.shape[1], pool.text.shape[1], pool.indicator_names,
                         str(pool_path))
         scores = score_features(model, pool.features, progress=True)
@@ -284,10 +478,16 @@ def select(out: PathLike, settings: Dict[str, Any], pool_path: PathLike,
 
         captions = {s.id: s.answer for s in
                     read_cc_sbu_align(Path(captions_path), check_images=False).samples}
+        uncaptioned = [i for i in selected if i not in captions]
+        if uncaptioned and data_dir is None:  # named here, where the folder is known
+            raise InputError(f"{captions_path}: no caption for selected sample "
+                             f"{uncaptioned[0]!r} ({len(uncaptioned)} of the {len(selected)} "
+                             "selected have none)")
     write_selection(out, pool.ids, scores, selected,
-                    {"command": "select", "pool": str(pool_path), "checkpoint": str(checkpoint),
+                    {"command": "select", "pool": str(pool_path),
+                     "pool_sha256": pool.content_digest(), "checkpoint": str(checkpoint),
                      "baseline": baseline, "clusters": str(clusters_path) if clusters_path else
-                     "spectral", **settings},
+                     "spectral", **settings, "model": used_model},
                     cluster_of, captions=captions if data_dir is None else None,
                     data_dir=data_dir, image_mode=image_mode, skip_invalid=skip_invalid,
                     details=details)

@@ -225,8 +225,18 @@ def image_problem(path: Path) -> Optional[str]:
     image is decoded too (JPEG in draft mode, at 1/8 scale: every byte is still read, in a
     fraction of the time). Pillow's decompression-bomb warning is an error here: an image of more
     than ``Image.MAX_IMAGE_PIXELS`` pixels is refused before it is decoded."""
-    from PIL import Image
+    from PIL import Image, ImageFile
 
+    # LAVIS (and other hosts) set ImageFile.LOAD_TRUNCATED_IMAGES = True at import, which makes
+    # Pillow pad a truncated file with grey instead of failing: check with it off, then restore
+    tolerant, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+    try:
+        return _decode_problem(path, Image)
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = tolerant
+
+
+def _decode_problem(path: Path, Image: Any) -> Optional[str]:
     try:
         if not path.is_file():
             return f"image {path} is missing"
@@ -303,7 +313,7 @@ def read_cc_sbu_align(root: PathLike, skip_invalid: bool = False,
     source = root / "filter_cap.json"
     if not root.is_dir():
         raise InputError(f"{root}: cc_sbu_align folder not found")
-    if not source.is_file():
+    if not source.exists():  # anything else there (a folder, a pipe) is named by read_json
         raise InputError(f"{root}: not a cc_sbu_align folder (no filter_cap.json)")
     document, encoding = read_json(source)
     if not isinstance(document, dict) or not isinstance(document.get("annotations"), list):

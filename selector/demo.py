@@ -25,13 +25,17 @@ def run_demo(out: PathLike, samples: Optional[int] = None, seed: int = 0,
     from .commands import log
     from .pipeline import run_pipeline
     from .selection import random_k
+    from .settings import Layer
     from .toy_data import load_toy_pool
 
     log(TOY_NOTICE)
-    overrides = [f"pipeline.work={Path(out).resolve()}", f"demo.seed={seed}"]
+    # the flags as layers labelled by what the user typed, so an error names ``--seed -1``, and
+    # the sizes are checked (Pipeline.preflight) before minutes of work
+    flags = [Layer(f"--out {out}", {"pipeline": {"work": str(Path(out).resolve())}}),
+             Layer(f"--seed {seed}", {"demo": {"seed": seed}})]
     if samples is not None:
-        overrides.append(f"demo.samples={samples}")
-    pipeline = run_pipeline("demo.yaml", overrides + list(extra or []))
+        flags.append(Layer(f"--samples {samples}", {"demo": {"samples": samples}}))
+    pipeline = run_pipeline("demo.yaml", list(extra or []), flags=flags)
     work = pipeline.work
     toy = load_toy_pool(work / "data")
     selected = (work / "selection" / "selected.txt").read_text(encoding="utf-8").split()

@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import re
+import stat
 import sys
 import unicodedata
 from contextvars import ContextVar
@@ -326,19 +327,72 @@ def _decode_not_utf8(raw: bytes, path: Path, bad: int) -> Tuple[str, str]:
     return text, "gb18030"
 
 
+#: how deeply a settings or data file may nest lists and mappings. Nothing this project reads
+#: needs a tenth of it; a deeper file is a mistake or an attack, and parsers recurse per level
+#: (Python's recursion limit, or the C stack: a YAML file nested 50 000 deep crashed the process)
+MAX_NESTING = 64
+
+_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_bytes(path: PathLike, label: Optional[str] = None) -> bytes:
+    """The bytes of a regular file; anything else is one :class:`InputError` line naming it.
+
+    The file is opened non-blocking and checked with ``fstat`` before it is read (not ``stat``
+    then ``open``, which a swap between the two defeats): opening a named pipe blocks until a
+    writer comes, and a device such as ``/dev/zero`` never ends, so either would hang the command
+    forever instead of failing."""
+    label = label or str(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(os.fspath(path), flags)
+    except FileNotFoundError:
+        raise InputError(f"{label}: file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{label}: is a folder, expected a file") from None
+    except OSError as exc:
+        raise InputError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise InputError(f"{label}: is a folder, expected a file")
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a file")
+            raise InputError(f"{label}: is {kind}, not a regular file (reading it could block "
+                             "forever)")
+        with os.fdopen(fd, "rb") as handle:
+            fd = -1  # closed by the handle from here on
+            return handle.read()
+    except OSError as exc:
+        raise InputError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def nesting_depth_exceeds(value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether a parsed JSON/YAML value nests lists and mappings more than ``limit`` deep
+    (checked without recursion, so that the check itself cannot overflow)."""
+    if not isinstance(value, (dict, list)):
+        return False
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, (dict, list)))
+    return False
+
+
 def read_text(path: PathLike, encoding: Optional[str] = None) -> Tuple[str, str]:
     """Return ``(text, encoding)`` of a text file: ``encoding`` is ``"utf-8"`` or ``"gb18030"``
-    (or the codec forced by ``encoding`` / ``--encoding``)."""
+    (or the codec forced by ``encoding`` / ``--encoding``). Only regular files are read
+    (:func:`read_bytes`)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a folder, expected a file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return decode_text(raw, path, encoding)
+    return decode_text(read_bytes(path), path, encoding)
 
 
 def _first_bad_string(value: Any, where: str, checks: bool) -> Optional[Tuple[str, str]]:
@@ -394,6 +448,9 @@ def read_json(path: PathLike, encoding: Optional[str] = None) -> Tuple[Any, str]
                          "readers silently keep only the last)") from None
     except RecursionError:
         raise InputError(f"{path}: JSON nested too deeply to read") from None
+    if isinstance(value, (dict, list)) and nesting_depth_exceeds(value):
+        raise InputError(f"{path}: JSON nested more than {MAX_NESTING} levels deep (no file this "
+                         "command reads nests like that)")
     if "\\u" in text:  # otherwise every string is a slice of the text checked above
         forced = encoding or _FORCED.get()
         try:

@@ -11,10 +11,24 @@ Stages, in order (a recipe lists the ones it uses under ``pipeline.stages``)::
     report          -> WORK/selection/report.html
     train_config    -> WORK/train_config.yaml: MiniGPT-4 stage 2 on the selection
 
-Each stage has a fingerprint: the hash of its own settings, its external inputs (data files) and
-the fingerprints of the stages it reads from, in the manner of HF datasets' ``map`` fingerprints.
-A stage whose fingerprint and outputs are unchanged is skipped, so a second run recomputes
-nothing and a changed setting recomputes only the stages downstream of it. The expensive work
+Each stage has a fingerprint: the hash of its own settings, the *contents* of every file it
+reads from outside the work folder (the data's annotation file and every sample's text and image
+bytes -- the scoring cache's own :func:`selector.store.sample_hash`; the subsets, labels,
+templates and PCA source files) and the output tokens of the stages it reads from, in the manner
+of HF datasets' ``map`` fingerprints. A stage whose fingerprint and outputs are unchanged is
+skipped, so a second run recomputes nothing, and an edited setting or input file recomputes the
+stages downstream of it. Each time a stage runs its outputs get a new token, so a forced rerun
+(``--from X --until X --force``) makes every later stage rerun too.
+
+Paths in a recipe: a relative path written in a recipe file (``pipeline.work``, ``pipeline.data``,
+``pipeline.image_root``, ``score.pca_from``, ``split.template``, ``labels.file``,
+``labels.subsets``, ``train_config.template``), and base.yaml's default ``work``, resolves
+against that recipe file's folder; one given with ``--set`` (or another command-line flag)
+resolves against the current folder. The shipped recipes (``--config demo.yaml``) resolve against
+the current folder, since their own folder is inside the installed package. A template that is
+not found there may name a shipped config (``minigpt4/subset_finetune.yaml``). Paths inside
+``score.settings`` (model files) are read like ``igpt4 score``'s settings, against the current
+folder. The expensive work
 inside ``score`` is cached per sample besides (a rerun after a crash resumes). Every run writes
 ``WORK/run_manifest.json``: the settings, package versions, input hashes, and per stage whether it
 ran or was current and how long it took.
@@ -23,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -43,7 +58,13 @@ SECTIONS = {"generate": ("demo",), "score": ("score",), "split": ("split",),
             "labels": ("labels",), "train_selector": ("selector",),
             "select": ("selector", "select"), "report": ("report",),
             "train_config": ("train_config", "select")}
-VERSION = 1  # bump when a stage's outputs change meaning
+VERSION = 2  # bump when a stage's outputs change meaning (or the fingerprint's composition)
+#: recipe settings that are paths, resolved when the recipe is loaded (see the module docstring)
+PATH_KEYS = (("pipeline", "work"), ("pipeline", "data"), ("pipeline", "image_root"),
+             ("score", "pca_from"), ("split", "template"), ("labels", "file"),
+             ("labels", "subsets"), ("train_config", "template"))
+#: path settings that may instead name a shipped config (relative to configs/)
+SHIPPED_NAME_KEYS = (("split", "template"), ("train_config", "template"))
 
 
 class PipelinePaused(Exception):
@@ -61,7 +82,11 @@ class Recipe:
     layers: List[Any] = field(default_factory=list)
 
     @classmethod
-    def load(cls, config: PathLike, overrides: Sequence[str] = ()) -> "Recipe":
+    def load(cls, config: PathLike, overrides: Sequence[str] = (),
+             flags: Sequence[Any] = ()) -> "Recipe":
+        """The recipe file, then ``flags`` (settings :class:`Layer` s labelled by the
+        command-line flag that gave them, e.g. ``--seed -1``, so an error names what the user
+        typed), then ``--set`` overrides, merged and validated; path settings resolved."""
         from .settings import config_dir, file_layer, override_layers, settings_from_layers
 
         path = Path(config)
@@ -71,8 +96,10 @@ class Recipe:
             shipped = sorted(p.name for p in (config_dir() / "pipeline").glob("*.yaml"))
             raise InputError(f"{config}: recipe not found (a YAML file, or a shipped recipe: "
                              f"{', '.join(n for n in shipped if n != 'base.yaml')})")
-        layers = [file_layer(path, str(config)), *override_layers(overrides)]
+        recipe_layer = file_layer(path, str(config))
+        layers = [recipe_layer, *flags, *override_layers(overrides)]
         settings = settings_from_layers("pipeline/base.yaml", layers)
+        _resolve_paths(settings, layers, recipe_layer, path)
         block = settings["pipeline"]
         stages = [s for s in STAGES if s in block["stages"]]
         return cls(settings, str(path), Path(block["work"]).expanduser().resolve(), stages,
@@ -88,40 +115,86 @@ class Recipe:
         return Path(data).expanduser().resolve()
 
 
+def _resolve_paths(settings: Dict[str, Any], layers: Sequence[Any], recipe_layer: Any,
+                   recipe: Path) -> None:
+    """Make every path setting absolute, in place: against the recipe file's folder when the
+    value comes from the recipe file (or base.yaml's defaults) of a user's recipe, against the
+    current folder when it comes from ``--set`` / a flag, or from a shipped recipe."""
+    from .settings import _ABSENT, config_dir
+
+    shipped = config_dir().resolve()
+    recipe_dir = recipe.resolve().parent
+    file_base = Path.cwd() if (recipe_dir == shipped or shipped in recipe_dir.parents) \
+        else recipe_dir
+    for key in PATH_KEYS:
+        section = settings.get(key[0])
+        value = section.get(key[1]) if isinstance(section, dict) else None
+        if value is None or str(value) == "":
+            continue
+        origin = next((layer for layer in reversed(layers) if layer.get(key) is not _ABSENT),
+                      None)
+        base = file_base if origin is None or origin is recipe_layer else Path.cwd()
+        path = Path(str(value)).expanduser()
+        if not path.is_absolute():
+            candidate = base / path
+            if key in SHIPPED_NAME_KEYS and not candidate.exists() and \
+                    (config_dir() / path).is_file():
+                continue  # a shipped config by name (resolved by the stage)
+            path = candidate
+        section[key[1]] = os.path.abspath(str(path))
+
+
 @dataclass
 class StageRecord:
     fingerprint: str
     ran: bool
     seconds: float
     outputs: List[str] = field(default_factory=list)
+    #: the identity of this stage's outputs: new each time the stage runs, so the stages after
+    #: a (forced) rerun see changed inputs and rerun as well
+    token: str = ""
 
 
 def _hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def _file_digest(path: PathLike) -> str:
+    """A file's bytes (eval_arena's one streamed sha256); a missing file is its own value (the
+    stage that reads it then runs and names it)."""
+    from .hashing import file_sha256
+
+    from .atomic import os_error_line
+
+    path = Path(path)
+    if not path.is_file():
+        return f"missing: {path}"
+    try:
+        return file_sha256(path)[:20]
+    except OSError as exc:
+        raise os_error_line(path, exc, "cannot read") from None
+
+
 def _digest_files(files: Sequence[Path], root: Optional[Path] = None) -> str:
-    """Files by name (relative to ``root``) and bytes, streamed into one hash."""
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(str(path.relative_to(root) if root else path.name).encode() + b"\0")
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:20]
+    """Files by name (relative to ``root``) and bytes, into one hash."""
+    return _hash([[str(path.relative_to(root) if root else path.name), _file_digest(path)]
+                  for path in files])
 
 
-def digest_data(path: Path) -> str:
-    """The data's identity: its annotation file's bytes and the names and sizes of its images
-    (hashing every image's bytes would cost more than scoring caches save)."""
-    digest = hashlib.sha256()
+def digest_data(path: Path, image_root: Optional[PathLike] = None) -> str:
+    """The data's identity: its annotation file's bytes and every sample's content hash -- the
+    scoring cache's :func:`selector.store.sample_hash` (its turns and its image file's bytes), so
+    an image replaced by another of the same size is a change. Invalid samples are covered by the
+    annotation file's bytes (the score stage reports them)."""
+    from .data import read_pool
+    from .store import sample_hash
+
     annotations = path / "filter_cap.json" if path.is_dir() else path
     if not annotations.is_file():
         raise InputError(f"{annotations}: data not found")
-    digest.update(annotations.read_bytes())
-    images = path / "image" if path.is_dir() else None
-    if images is not None and images.is_dir():
-        for image in sorted(images.iterdir()):
-            digest.update(f"{image.name}:{image.stat().st_size}".encode())
-    return digest.hexdigest()[:20]
+    pool = read_pool(path, image_root, skip_invalid=True, check_images=False)
+    return _hash({"annotations": _file_digest(annotations),
+                  "samples": [[s.id, sample_hash(s)] for s in pool.samples]})
 
 
 class Pipeline:
@@ -147,14 +220,38 @@ class Pipeline:
 
     # -- fingerprints --------------------------------------------------------------------------
     def fingerprint(self, stage: str) -> str:
-        upstream = {s: self.records[s].fingerprint for s in UPSTREAM[stage] if s in self.records}
-        external = {}
-        if stage == "score" and "generate" not in self.recipe.stages:
-            external["data"] = self.inputs.setdefault("data", digest_data(self.recipe.data_path()))
+        """Settings, upstream output tokens and the contents of every outside file ``stage``
+        reads (see the module docstring)."""
+        upstream = {s: self.records[s].token or self.records[s].fingerprint
+                    for s in UPSTREAM[stage] if s in self.records}
+        external: Dict[str, Any] = {}
+        pipeline = self.recipe.settings["pipeline"]
+        generated = "generate" in self.recipe.stages
+        if stage in ("score", "select", "report", "train_config") and not generated:
+            # where the data is (train_config and the selection name it), and what it holds
+            external["paths"] = {"data": pipeline.get("data"),
+                                 "image_root": pipeline.get("image_root")}
+        if stage == "score" and not generated:
+            if "data" not in self.inputs:
+                self.inputs["data"] = digest_data(self.recipe.data_path(),
+                                                  pipeline.get("image_root"))
+            external["data"] = self.inputs["data"]
+        if stage == "score" and self.section("score").get("pca_from"):
+            external["pca_from"] = _file_digest(self.section("score")["pca_from"])
+        if stage == "split":
+            from .subsets import resolve_template
+
+            external["template"] = _file_digest(
+                resolve_template(self.section("split").get("template")))
         if stage == "labels" and self.section("labels").get("source") == "collect":
             external["results"] = self._results_digest()
         if stage == "labels" and self.section("labels").get("file"):
             external["file"] = _digest_files([Path(self.section("labels")["file"])])
+        if stage == "train_selector" and "split" not in self.recipe.stages and \
+                self.section("labels").get("subsets"):
+            external["subsets"] = _file_digest(self.section("labels")["subsets"])
+        if stage == "train_config":
+            external["template"] = _file_digest(self.train_config_template())
         sections = {name: self.recipe.settings.get(name) for name in SECTIONS[stage]}
         return _hash({"version": VERSION, "stage": stage, "settings": sections,
                       "upstream": upstream, "external": external})
@@ -178,7 +275,11 @@ class Pipeline:
                                  f"({', '.join(stages)})")
         first = stages.index(start) if start else 0
         last = stages.index(until) if until else len(stages) - 1
-        self.refuse_overlap()
+        self.refuse_overlap()  # then the work folder and the sizes: before anything is written
+        if self.work.exists() and not self.work.is_dir():
+            raise InputError(f"{self.work}: the work folder (pipeline.work) exists and is not a "
+                             "folder")
+        self.preflight()
         self.work.mkdir(parents=True, exist_ok=True)
         started = time.time()
         paused = None
@@ -189,22 +290,21 @@ class Pipeline:
                     if not self.current(stage, fingerprint):
                         raise InputError(f"stage {stage} is out of date or missing: run it first "
                                          f"(drop --from {start})")
-                    self.records[stage] = StageRecord(fingerprint, False, 0.0,
-                                                      self.state[stage]["outputs"])
+                    self.records[stage] = self._kept(stage, fingerprint)
                     continue
                 if self.current(stage, fingerprint) and not force:
                     self.log(f"[{stage}] current, skipped")
-                    self.records[stage] = StageRecord(fingerprint, False, 0.0,
-                                                      self.state[stage]["outputs"])
+                    self.records[stage] = self._kept(stage, fingerprint)
                     continue
                 self.log(f"[{stage}] running")
                 began = time.time()
                 outputs = getattr(self, f"stage_{stage}")()
                 record = StageRecord(fingerprint, True, round(time.time() - began, 2),
-                                     [str(Path(o).relative_to(self.work)) for o in outputs])
+                                     [str(Path(o).relative_to(self.work)) for o in outputs],
+                                     _hash([fingerprint, time.time_ns(), os.getpid()]))
                 self.records[stage] = record
                 self.state[stage] = {"fingerprint": fingerprint, "outputs": record.outputs,
-                                     "seconds": record.seconds}
+                                     "seconds": record.seconds, "token": record.token}
                 write_json(self.state_path, self.state)
                 self.log(f"[{stage}] done in {record.seconds:.1f} s")
         except PipelinePaused as pause:
@@ -213,6 +313,45 @@ class Pipeline:
         finally:
             self.write_manifest(time.time() - started, paused)
         return self.records
+
+    def _kept(self, stage: str, fingerprint: str) -> StageRecord:
+        saved = self.state[stage]
+        return StageRecord(fingerprint, False, 0.0, saved["outputs"],
+                           saved.get("token") or saved["fingerprint"])
+
+    def preflight(self) -> None:
+        """Sizes that are known before any work (the demo's pool size against the number of
+        subsets, the clusters and the samples to select): refused up front, naming where each
+        value came from, instead of after minutes of scoring."""
+        from .settings import _ABSENT
+
+        if "generate" not in self.recipe.stages:
+            return
+        settings = self.recipe.settings
+        layers = self.recipe.layers
+
+        def where(key: str) -> str:
+            path = tuple(key.split("."))
+            origin = next((layer for layer in reversed(layers)
+                           if layer.get(path) is not _ABSENT), None)
+            return origin.label if origin is not None else f"{key} (pipeline/base.yaml)"
+
+        samples = int(settings["demo"]["samples"])
+        checks = []
+        if "split" in self.recipe.stages:
+            checks.append(("split.k", int(self.section("split").get("k", 30)), "subsets"))
+        if "select" in self.recipe.stages:
+            selection = self.selector_settings()["selection"]
+            checks.append(("selector.selection.n_clusters", selection.get("n_clusters"),
+                           "clusters"))
+            checks.append(("select.num_samples", self.selection_options()["num_samples"],
+                           "selected samples"))
+        for key, value, what in checks:
+            if value is not None and int(value) > samples:
+                raise InputError(
+                    f"{where('demo.samples')}: a toy pool of {samples} samples is too small for "
+                    f"{value} {what} ({key}={value}, from {where(key)}): use at least {value} "
+                    f"samples, or a smaller {key}")
 
     def refuse_overlap(self) -> None:
         """Before anything is written: the work folder never is, holds or lies inside an input
@@ -257,7 +396,8 @@ class Pipeline:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 2),
             "paused": paused,
             "stages": {name: {"ran": r.ran, "seconds": r.seconds, "fingerprint": r.fingerprint,
-                              "outputs": r.outputs} for name, r in self.records.items()}})
+                              "token": r.token, "outputs": r.outputs}
+                       for name, r in self.records.items()}})
 
     # -- stages --------------------------------------------------------------------------------
     def stage_generate(self) -> List[Path]:
@@ -412,17 +552,25 @@ class Pipeline:
                             int(block.get("examples", 12)))
         return [path]
 
+    def train_config_template(self) -> Path:
+        from .settings import config_dir
+
+        template = self.section("train_config").get("template")
+        if template is None:
+            return config_dir() / "minigpt4" / "instructiongpt4_stage2_finetune.yaml"
+        path = Path(template)
+        return path if path.is_absolute() or path.is_file() else config_dir() / path
+
     def stage_train_config(self) -> List[Path]:
         """The training config: the shipped stage-2 recipe with the dataset pointed at the data
         and the selector, so the builder makes (reuses) this run's selection on the fly."""
         from omegaconf import DictConfig, OmegaConf
         from omegaconf.errors import OmegaConfBaseException
 
-        from .settings import config_dir, load_yaml
+        from .settings import load_yaml
 
         block = self.section("train_config")
-        template = Path(block.get("template") or
-                        config_dir() / "minigpt4" / "instructiongpt4_stage2_finetune.yaml")
+        template = self.train_config_template()
         config = load_yaml(template)
         for key in ("datasets", "run"):
             section = OmegaConf.select(config, key, default=None)
@@ -456,9 +604,10 @@ class Pipeline:
 
 
 def run_pipeline(config: PathLike, overrides: Sequence[str] = (), start: Optional[str] = None,
-                 until: Optional[str] = None, force: bool = False) -> Pipeline:
+                 until: Optional[str] = None, force: bool = False,
+                 flags: Sequence[Any] = ()) -> Pipeline:
     from .commands import log
 
-    pipeline = Pipeline(Recipe.load(config, overrides), log=log)
+    pipeline = Pipeline(Recipe.load(config, overrides, flags), log=log)
     pipeline.run(start, until, force)
     return pipeline

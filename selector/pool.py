@@ -87,6 +87,21 @@ class FeaturePool:
                            list(self.indicator_names), dict(self.extra), dict(self.info),
                            self.source)
 
+    def content_digest(self) -> str:
+        """sha256 of what the pool holds (ids, indicator names, the arrays and their shapes), not
+        of the file's bytes: safetensors writes its metadata keys in a different order in every
+        process, so an unchanged rewritten pool keeps its digest while any changed value does
+        not. The one pool digest: selections record it, reports and cached selections compare
+        it."""
+        import hashlib
+
+        digest = hashlib.sha256(json.dumps([self.ids, self.indicator_names]).encode("utf-8"))
+        for array in (self.image, self.text, self.indicators):
+            array = np.ascontiguousarray(array, dtype=np.float32)
+            digest.update(json.dumps(list(array.shape)).encode("ascii"))
+            digest.update(array.tobytes())
+        return digest.hexdigest()
+
     def check_finite(self, source: str = "pool") -> None:
         bad = ~np.isfinite(self.features).all(axis=1)
         if bad.any():
@@ -178,25 +193,29 @@ def _metadata_list(path: Path, metadata: Dict[str, str], key: str) -> List[str]:
     return value
 
 
-def read_subsets(path: PathLike) -> Dict[str, List[str]]:
-    """``{subset_name: [ids]}``; ids are compared as strings."""
+def read_subsets(path: PathLike, kind: str = "subset") -> Dict[str, List[str]]:
+    """``{subset_name: [ids]}``; ids are compared as strings. ``kind`` names the groups in
+    errors (``"cluster"`` for a clusters file)."""
     document, _ = read_json(path)
     if not isinstance(document, dict) or not all(isinstance(v, list) for v in document.values()):
-        raise InputError(f"{path}: expected {{subset_name: [sample ids]}}")
+        raise InputError(f"{path}: expected {{{kind}_name: [sample ids]}}")
     from .data import sample_id_problem
 
     for name, members in document.items():  # true or 1.5 are not ids (not "True", "1.5")
         problem = next(filter(None, (sample_id_problem(i, "sample id") for i in members)), None)
         if problem is not None:
-            raise InputError(f"{path}: subset {name!r}: {problem}")
+            raise InputError(f"{path}: {kind} {name!r}: {problem}")
     subsets = {str(name): [str(i) for i in members] for name, members in document.items()}
     seen: Dict[str, str] = {}
     for name, members in subsets.items():
         if not members:
-            raise InputError(f"{path}: subset {name!r} is empty")
+            raise InputError(f"{path}: {kind} {name!r} is empty")
+        repeated = next((i for i, n in Counter(members).items() if n > 1), None)
+        if repeated is not None:  # it would count twice in the subset's mean
+            raise InputError(f"{path}: {kind} {name!r} lists sample {repeated!r} more than once")
         for sample_id in members:
             if sample_id in seen and seen[sample_id] != name:
-                raise InputError(f"{path}: sample {sample_id!r} is in subsets {seen[sample_id]!r} "
+                raise InputError(f"{path}: sample {sample_id!r} is in {kind}s {seen[sample_id]!r} "
                                  f"and {name!r}")
             seen[sample_id] = name
     return subsets

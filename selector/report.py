@@ -103,6 +103,20 @@ def read_manifest(selection_dir: PathLike) -> Tuple[Dict[str, Any], Path]:
     return manifest, path
 
 
+def check_same_pool(pool, manifest: Dict[str, Any], where: str, pool_source: str) -> None:
+    """The pool must be the one the selection was made from, by content (same ids with other
+    values would show wrong numbers without any sign). Manifests from before the digest was
+    recorded carry none and are checked by their ids only (:func:`align_manifest`)."""
+    recorded = (manifest.get("settings") or {}).get("pool_sha256")
+    if recorded is None:
+        return
+    found = pool.content_digest()
+    if found != recorded:
+        made_from = (manifest.get("settings") or {}).get("pool", "another pool")
+        raise InputError(f"{pool_source}: pool content sha256 {found[:12]} differs from {made_from}"
+                         f" (sha256 {str(recorded)[:12]}) that {where} was made from")
+
+
 def align_manifest(pool, manifest: Dict[str, Any], where: str
                    ) -> Tuple[np.ndarray, np.ndarray, List[Optional[str]]]:
     """Scores, selected flags and clusters in pool row order; the manifest must cover the pool
@@ -225,6 +239,7 @@ def load_inputs(pool: Union[PathLike, Any], selection: PathLike,
         pool_source = str(pool)
         pool = FeaturePool.load(pool)
     scores, selected, clusters = align_manifest(pool, manifest, str(manifest_path))
+    check_same_pool(pool, manifest, str(manifest_path), pool_source or pool.source)
     texts, images, examples_note = read_example_texts(data, selection_dir)
     cv, training, cv_note = None, {}, ("no selector checkpoint given (igpt4 report --checkpoint "
                                        "DIR shows its cross-validation table)")

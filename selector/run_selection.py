@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .errors import InputError
+from .hashing import update_with_file
 from .jsonio import PathLike
 
 MODES = ("default", "reference")
@@ -36,9 +37,7 @@ def _digest_files(digest: "hashlib._Hash", paths: List[Path]) -> None:
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
             digest.update(str(file.name).encode())
-            with open(file, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+            update_with_file(digest, file)
 
 
 def _digest_pool(digest: "hashlib._Hash", pool_path: Path) -> None:
@@ -47,10 +46,7 @@ def _digest_pool(digest: "hashlib._Hash", pool_path: Path) -> None:
     otherwise look new and discard the cached selection."""
     from .pool import FeaturePool
 
-    pool = FeaturePool.load(pool_path)
-    digest.update(json.dumps([pool.ids, pool.indicator_names]).encode())
-    for array in (pool.image, pool.text, pool.indicators):
-        digest.update(array.tobytes())
+    digest.update(FeaturePool.load(pool_path).content_digest().encode())
 
 
 def default_cache_dir(annotations: PathLike) -> Path:

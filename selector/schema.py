@@ -22,6 +22,9 @@ from typing import Any, Dict, List, Optional, Tuple
 MISSING: Any = dataclasses.MISSING
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+#: seeds are unsigned 32-bit integers (NumPy's legacy RandomState and scikit-learn refuse larger
+#: ones, and a torch seed past 2**64 overflows): one range for every seed setting
+SEED_LIMIT = 2 ** 32
 
 
 def setting(default: Any = MISSING, *, min: Optional[float] = None, max: Optional[float] = None,
@@ -51,7 +54,7 @@ class ModelSection:
     residual: bool = setting()
     context_size: int = setting(min=1)
     score_rounds: int = setting(min=1)
-    score_seed: int = setting(min=0)
+    score_seed: int = setting(min=0, below=SEED_LIMIT)
 
 
 @dataclass
@@ -61,7 +64,7 @@ class TrainingSection:
     weight_decay: float = setting(min=0)
     val_fraction: float = setting(min=0, below=1)
     patience: int = setting(min=0)
-    seed: int = setting(min=0)
+    seed: int = setting(min=0, below=SEED_LIMIT)
     cross_validate: bool = setting()
 
 
@@ -71,7 +74,7 @@ class SelectionSection:
     quota_total: Optional[int] = setting(min=1)
     n_clusters: int = setting(min=1)
     n_neighbors: int = setting(min=1)
-    cluster_seed: int = setting(min=0)
+    cluster_seed: int = setting(min=0, below=SEED_LIMIT)
     clustering: str = setting(choices=("auto", "exact", "scalable"))
     exact_max_samples: int = setting(min=1)
     micro_clusters: int = setting(min=1, max=10_000)
@@ -169,7 +172,7 @@ class FeaturesSection:
     image: ImageFeatures = setting()
     text: TextFeatures = setting()
     pca_components: int = setting(min=1)
-    pca_seed: int = setting(min=0)
+    pca_seed: int = setting(min=0, below=SEED_LIMIT)
 
 
 @dataclass
@@ -205,7 +208,7 @@ class PipelineSection:
 class DemoSection:
     samples: int = setting(min=1)
     bad_fraction: float = setting(min=0, below=1)
-    seed: int = setting(min=0)
+    seed: int = setting(min=0, below=SEED_LIMIT)
 
 
 @dataclass
@@ -220,7 +223,7 @@ class ScoreStage:
 @dataclass
 class SplitStage:
     k: int = setting(min=1)
-    seed: int = setting(min=0)
+    seed: int = setting(min=0, below=SEED_LIMIT)
     template: Optional[str] = setting()
     slurm: bool = setting()
     drop_remainder: bool = setting()

@@ -60,6 +60,13 @@ def score(data: PathLike, work: PathLike, out: Optional[PathLike], names: List[s
 
     if out is not None and Path(out).suffix not in EXPORT_FORMATS:
         raise InputError(f"{out}: export format must be one of {', '.join(EXPORT_FORMATS)}")
+    if not names:  # e.g. --indicators ',,,': an export of ids alone is no result
+        raise InputError("--indicators: no indicators given (e.g. --indicators clip,length)")
+    repeated = [n for i, n in enumerate(names) if n in names[:i]]
+    if repeated:
+        raise InputError(f"--indicators: {repeated[0]!r} is listed twice")
+    if pca_from is not None and pool_out is not None:
+        _saved_pca(pca_from)  # a pool without PCA fails now, not after all the scoring
     pool_names = _pool_settings(settings)
     if pool_out is not None:
         lacking = [n for n in pool_names if n not in names]
@@ -118,6 +125,20 @@ def score(data: PathLike, work: PathLike, out: Optional[PathLike], names: List[s
         + ", ".join(f"{name} {count}" for name, count in summary.missing.items()))
     ranks.finish()
     return summary
+
+
+def _saved_pca(pca_from: PathLike):
+    """The (image, text) PCA projections saved in the pool file ``pca_from``; a pool without
+    them is one line naming the file and the flag."""
+    from .features import Projection
+    from .pool import FeaturePool
+
+    saved = FeaturePool.load(pca_from)
+    try:
+        return (Projection.from_tensors(saved.extra, "pca.image"),
+                Projection.from_tensors(saved.extra, "pca.text"))
+    except InputError as exc:
+        raise InputError(f"--pca-from {pca_from}: {exc}") from None
 
 
 def _embedders(settings: Dict[str, Any], progress: bool) -> list:
@@ -250,9 +271,7 @@ def write_pool(path: PathLike, samples, hashes, columns, embeddings, pool_names:
     keep = np.array([i for i, s in enumerate(samples) if s.id not in left_out], dtype=np.int64)
     features = settings.get("features", {})
     if pca_from is not None:
-        saved = FeaturePool.load(pca_from)
-        image_pca = Projection.from_tensors(saved.extra, "pca.image")
-        text_pca = Projection.from_tensors(saved.extra, "pca.text")
+        image_pca, text_pca = _saved_pca(pca_from)
         fitted_on = f"reused from {pca_from}"
     else:
         n_components, seed = int(features.get("pca_components", 6)), int(features.get("pca_seed", 0))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import io
 import math
 import operator
 import re
@@ -95,6 +96,33 @@ def _plain(config: Any) -> Dict[str, Any]:
     return values if isinstance(values, dict) else {}
 
 
+def check_yaml_nesting(text: str, label: str, lines: bool = True) -> None:
+    """Refuse YAML that nests lists and mappings more than ``MAX_NESTING`` deep, with one line
+    naming ``label`` and the line, *before* it is parsed into values: building the values
+    recurses once per level, and deep enough input overflows Python's recursion limit or, inside
+    the YAML parser, the C stack (a segmentation fault that no ``except`` can catch). PyYAML's
+    event parser is a state machine, not a recursion, so counting its events is safe at any
+    depth; it stops at the first level too deep. Malformed YAML is left to the real parse, which
+    reports it with its line and column."""
+    import yaml
+
+    from .jsonio import MAX_NESTING
+
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_NESTING:
+                    where = f"{label} line {event.start_mark.line + 1}" if lines else label
+                    raise InputError(f"{where}: nested more than "
+                                     f"{MAX_NESTING} levels deep (no setting nests like that)")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.YAMLError:
+        return
+
+
 def load_yaml(path: Path, label: Optional[str] = None):
     """A YAML file as an OmegaConf ``DictConfig``; malformed YAML, a file that is not a mapping,
     or one that cannot be read is one :class:`InputError` line naming the file (and line)."""
@@ -104,9 +132,16 @@ def load_yaml(path: Path, label: Optional[str] = None):
 
     from .atomic import os_error_line
 
+    from .jsonio import read_bytes
+
     label = label or str(path)
     try:
-        config = OmegaConf.load(str(path))
+        text = read_bytes(path, label).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{label}: not UTF-8 text (bad byte at offset {exc.start})") from None
+    check_yaml_nesting(text, label)
+    try:
+        config = OmegaConf.load(io.StringIO(text))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -129,17 +164,28 @@ def file_layer(path: Path, label: Optional[str] = None) -> Layer:
     return Layer(label or str(path), _plain(load_yaml(path, label)), Path(path))
 
 
+def _show_override(item: str) -> str:
+    """``KEY=VALUE`` as an error names it: whole, unless it is too long for one line."""
+    return item if len(item) <= 120 else item[:100] + f"... ({len(item)} characters)"
+
+
 def override_layers(overrides: Sequence[str], source: str = "--set") -> List[Layer]:
     """One layer per ``KEY=VALUE`` (so an error names the very override that caused it)."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from .jsonio import MAX_NESTING
+
     layers = []
     for item in overrides:
-        label = f"{source} {item}"
+        label = f"{source} {_show_override(str(item))}"
         key = str(item).split("=", 1)[0].strip()
         if "=" not in str(item) or not key:
             raise InputError(f"{label}: expected KEY=VALUE (e.g. training.epochs=50)")
+        if key.count(".") + key.count("[") >= MAX_NESTING:
+            raise InputError(f"{label}: the key has more than {MAX_NESTING} parts (no setting "
+                             "nests like that)")
+        check_yaml_nesting(str(item).split("=", 1)[1], label, lines=False)
         try:
             layer = OmegaConf.from_dotlist([str(item)])
         except (OmegaConfBaseException, ValueError, TypeError) as exc:
@@ -169,12 +215,59 @@ def _origin(layers: Sequence[Layer], key: Key) -> Layer:
     return layers[-1]
 
 
-def merge_layers(layers: Sequence[Layer]) -> Dict[str, Any]:
-    """Merge (later layers win) and resolve interpolations; an unresolvable interpolation is one
-    line naming its key and source."""
+def _kind_word(value: Any) -> str:
+    return "a mapping of settings" if isinstance(value, dict) else "a list"
+
+
+def check_shapes(layers: Sequence[Layer], prefix: Key = ()) -> None:
+    """Refuse a layer that puts a list where an earlier one has a mapping, or the reverse
+    (``--set model=[1]``, YAML ``score: [1]``): OmegaConf cannot merge them and raises a bare
+    ``TypeError``. Checked by merging plain copies the way OmegaConf does (mappings merge key by
+    key, anything else replaces), so the line names the key and the layer that set it; a scalar
+    replacing a section is left to :func:`validate` ("must be a mapping")."""
+    merged: Dict[str, Any] = {}
+    for layer in layers:
+        pending: List[Tuple[Dict[str, Any], Dict[str, Any], Key]] = [(merged, layer.values, ())]
+        while pending:  # no recursion: the layers' depth is checked, but stay safe anyway
+            target, source, at = pending.pop()
+            for name, value in source.items():
+                key = at + (str(name),)
+                old = target.get(name, _ABSENT)
+                conflict = (isinstance(old, dict) and isinstance(value, list)) or \
+                           (isinstance(old, list) and isinstance(value, dict))
+                if conflict:
+                    raise InputError(f"{layer.where(key)}: {'.'.join(prefix + key)} must be "
+                                     f"{_kind_word(old)} (got {_show(value)})")
+                if isinstance(old, dict) and isinstance(value, dict):
+                    pending.append((old, value, key))
+                else:
+                    target[name] = _copy_shape(value)
+
+
+def _copy_shape(value: Any) -> Any:
+    """A copy of ``value``'s mappings (so merging later layers never edits a layer's values)."""
+    if not isinstance(value, dict):
+        return value
+    top: Dict[str, Any] = {}
+    pending = [(top, value)]
+    while pending:
+        target, source = pending.pop()
+        for name, item in source.items():
+            if isinstance(item, dict):
+                target[name] = {}
+                pending.append((target[name], item))
+            else:
+                target[name] = item
+    return top
+
+
+def merge_layers(layers: Sequence[Layer], prefix: Key = ()) -> Dict[str, Any]:
+    """Merge (later layers win) and resolve interpolations; a list where a mapping belongs (or
+    the reverse) and an unresolvable interpolation are one line naming the key and source."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    check_shapes(layers, prefix)
     try:
         merged = OmegaConf.merge(*[OmegaConf.create(layer.values) for layer in layers])
         return OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)
@@ -323,7 +416,7 @@ def settings_from_layers(base: str, layers: Sequence[Layer], prefix: Key = ()) -
     from .schema import NESTED, SCHEMAS
 
     layers = [_shipped_layer(base), *layers]
-    values = merge_layers(layers)
+    values = merge_layers(layers, prefix)
     schema = SCHEMAS.get(base)
     if schema is not None:
         validate(schema, values, layers, prefix)
@@ -344,9 +437,9 @@ def user_layers(config: Optional[str] = None, overrides: Sequence[str] = (),
             shipped = config_dir() / str(config)
             if shipped.is_file():
                 path = shipped
-            elif path.exists():
+            elif path.is_dir():
                 raise InputError(f"{config}: is a folder, expected a YAML config file")
-            else:
+            elif not path.exists():
                 raise InputError(f"{config}: config file not found")
         layers.append(file_layer(path, str(config)))
     layers.extend(override_layers(overrides, override_source))

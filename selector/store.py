@@ -38,6 +38,7 @@ import numpy as np
 from .atomic import atomic_open
 from .data import Sample
 from .errors import InputError
+from .hashing import update_with_file
 from .distributed import Ranks
 from .indicators import Indicator, IndicatorValue
 from .jsonio import PathLike
@@ -98,16 +99,16 @@ def sample_hash(sample: Sample, image_bytes: bool = True) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps([[t.role, t.text] for t in sample.turns]).encode("utf-8"))
     if image_bytes and sample.image.is_file():
-        with open(sample.image, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        update_with_file(digest, sample.image)
     else:
         digest.update(str(sample.image_ref).encode("utf-8"))
     return digest.hexdigest()[:32]
 
 
 class Store:
-    def __init__(self, work_dir: PathLike) -> None:
+    def __init__(self, work_dir: PathLike, flag: str = "--work") -> None:
+        """Open (or create) ``work_dir/cache.sqlite``. ``flag`` is the option that named the
+        folder (``--work``, or the judge's ``--cache``), so the error line names what to change."""
         self.path = Path(work_dir) / "cache.sqlite"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,10 +117,10 @@ class Store:
             self.connection.execute("PRAGMA synchronous=NORMAL")
             self.connection.executescript(SCHEMA)
         except OSError as exc:
-            raise InputError(f"{self.path.parent}: cannot use as the work folder "
+            raise InputError(f"{self.path.parent}: cannot use as the {flag} folder "
                              f"({exc.strerror or exc})") from None
         except sqlite3.DatabaseError as exc:  # unwritable folder, a damaged or foreign file
-            raise InputError(f"{self.path}: cannot open the cache ({exc}); use another --work "
+            raise InputError(f"{self.path}: cannot open the cache ({exc}); use another {flag} "
                              "folder or move this file aside") from None
 
     def close(self) -> None:

@@ -30,9 +30,16 @@ def split_command(out: PathLike, data: PathLike, pool: Optional[PathLike] = None
     from .commands import package_versions
     from .pool import FeaturePool, read_subsets
 
+    from .schema import SEED_LIMIT
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise InputError(f"--seed {seed}: must be an integer >= 0 and < {SEED_LIMIT} (2**32)")
     if (pool is None) == (subsets is None):
         raise InputError("split needs either --pool (k-means++ on its image features) or "
                          "--subsets (a ready {subset: [ids]} file)")
+    from .subsets import load_template, resolve_template
+
+    load_template(resolve_template(template))  # a bad template fails now, not after k-means
     settings: Dict[str, Any] = {"command": "split", "versions": package_versions()}
     if subsets is not None:
         chosen = read_subsets(subsets)
@@ -76,9 +83,11 @@ def labels_table(document: Dict[str, Any]) -> str:
 
 def labels_collect_command(paths: Sequence[PathLike], out: PathLike,
                            datasets: Sequence[str] = ARENA_DATASETS,
-                           allow_missing: bool = False) -> Dict[str, Any]:
-    """Collect subset labels into ``out`` and print them with their noise."""
-    document = collect_labels(paths, datasets, allow_missing, out)
+                           allow_missing: bool = False,
+                           model: Optional[str] = None) -> Dict[str, Any]:
+    """Collect subset labels into ``out`` and print them with their noise; ``model`` picks the
+    runs of one model (``answers/{model}/...``) where subsets hold several."""
+    document = collect_labels(paths, datasets, allow_missing, out, model)
     _log(labels_table(document))
     for name, missing in document.get("missing_datasets", {}).items():
         _log(f"warning: subset {name}: no {', '.join(missing)}; its label averages the others")

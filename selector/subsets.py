@@ -646,8 +646,41 @@ def _find_sources(path: Path, source: LabelSource) -> None:
     source.described.append(f"answers under {path}")
 
 
+def results_of_one_model(name: str, answers: Path, results: List[ArenaResult],
+                         model: Optional[str] = None) -> List[ArenaResult]:
+    """A subset's runs of one model (the ``{model}`` folder of ``answers/{model}/{time}``): with
+    ``model``, that model's; without, the runs must all be of one model, since averaging two
+    models' accuracies gives a label of neither."""
+    models = sorted({r.model for r in results})
+    if model is not None:
+        chosen = [r for r in results if r.model == model]
+        if not chosen:
+            raise InputError(f"{answers}: subset {name!r} has no result.json of model {model!r} "
+                             f"(found: {', '.join(models) or 'none'})")
+        return chosen
+    if len(models) > 1:
+        raise InputError(f"{answers}: subset {name!r} was evaluated with different models "
+                         f"({', '.join(models)}); keep one model's answers or choose one with "
+                         "--model NAME")
+    return results
+
+
+def check_label_scales(labels: Dict[str, float], imported_from: Dict[str, str]) -> None:
+    """Labels are accuracy x 100 (0..100). A label read from a file that looks like a 0..1
+    fraction (0 < value <= 1) beside labels above 1 mixes two scales: refused, since the small
+    one would silently read as a near-zero accuracy."""
+    fraction = next((n for n, v in labels.items() if n in imported_from and 0.0 < v <= 1.0), None)
+    larger = next((n for n, v in labels.items() if abs(v) > 1.0), None)
+    if fraction is not None and larger is not None:
+        raise InputError(f"{imported_from[fraction]}: label of subset {fraction!r} is "
+                         f"{labels[fraction]:g} (a 0..1 fraction?) while subset {larger!r} has "
+                         f"{labels[larger]:g}: labels mix scales; give every label as accuracy "
+                         "x 100")
+
+
 def collect_labels(paths: Sequence[PathLike], datasets: Sequence[str] = ARENA_DATASETS,
-                   allow_missing: bool = False, out: Optional[PathLike] = None) -> Dict[str, Any]:
+                   allow_missing: bool = False, out: Optional[PathLike] = None,
+                   model: Optional[str] = None) -> Dict[str, Any]:
     """Labels of every evaluated subset found under ``paths``, as the labels file document:
     ``{"labels": {subset: value}, "label_std", "n_runs", "per_dataset", "runs", ...}`` (what
     :func:`selector.pool.read_labels` reads; the other keys are for people and plots).
@@ -664,6 +697,8 @@ def collect_labels(paths: Sequence[PathLike], datasets: Sequence[str] = ARENA_DA
         raise InputError("labels: no paths given")
     labels: Dict[str, float] = {}
     details: Dict[str, Dict[str, Any]] = {}
+    imported_from: Dict[str, str] = {}
+    model_of: Dict[str, str] = {}  # subset -> the model its label comes from
     unevaluated: List[str] = []
     described: List[str] = []
     for path in paths:
@@ -676,13 +711,22 @@ def collect_labels(paths: Sequence[PathLike], datasets: Sequence[str] = ARENA_DA
         if clash is not None:
             raise InputError(f"{path}: subset {clash!r} was already found in an earlier path")
         labels.update(source.imported)
+        imported_from.update((name, str(path)) for name in source.imported)
         for name, answers in source.answers.items():
-            details[name] = subset_label(name, arena_results(answers), datasets, allow_missing)
+            results = results_of_one_model(name, answers, arena_results(answers), model)
+            model_of[name] = results[0].model
+            other = next((n for n, m in model_of.items() if m != model_of[name]), None)
+            if other is not None:  # labels of two models do not rank the subsets' data
+                raise InputError(f"{answers}: subset {name!r} was evaluated with model "
+                                 f"{model_of[name]!r} but subset {other!r} with "
+                                 f"{model_of[other]!r}; choose one with --model NAME")
+            details[name] = subset_label(name, results, datasets, allow_missing)
             labels[name] = details[name]["label"]
     if not labels:
         waiting = f" ({len(unevaluated)} subsets have no result.json yet)" if unevaluated else ""
         raise InputError(f"labels: no evaluated subset under {', '.join(str(p) for p in paths)}"
                          f"{waiting}")
+    check_label_scales(labels, imported_from)
     document: Dict[str, Any] = {
         "labels": labels,
         "label_std": {n: d["label_std"] for n, d in details.items()},
@@ -694,6 +738,7 @@ def collect_labels(paths: Sequence[PathLike], datasets: Sequence[str] = ARENA_DA
         "datasets": datasets,
         "unit": "mean accuracy x 100 over the datasets (each averaged over its runs)",
         "sources": described,
+        "models": sorted(set(model_of.values())),
     }
     missing = {n: d["missing"] for n, d in details.items() if d["missing"]}
     if missing:

@@ -98,6 +98,18 @@ class FitResult:
     validation_names: List[str] = field(default_factory=list)
 
 
+def check_labels_vary(labels: np.ndarray, names: Sequence[str], where: str = "labels") -> None:
+    """Every subset with the same label leaves nothing to learn: the loss is minimal for any
+    constant score, and every correlation of the cross-validation table is undefined (NaN, with
+    scipy's ConstantInputWarning). Refused rather than trained."""
+    values = np.asarray(labels, dtype=np.float64)
+    if len(values) and float(np.ptp(values)) == 0.0:
+        raise InputError(f"{where}: all {len(values)} labelled subsets have the same label "
+                         f"({values[0]:g}, e.g. subset {names[0]!r}); the selector has nothing "
+                         "to learn from constant labels")
+    # (checked on the whole labels file, not in fit(): one cross-validation fold may be constant)
+
+
 def fit(data: SubsetData, config: SelectorConfig, train: TrainConfig = TrainConfig(),
         progress: bool = False) -> FitResult:
     """Train a selector; deterministic on CPU for a given seed."""
@@ -158,7 +170,7 @@ def predict_subsets(model: SelectorNet, data: SubsetData) -> np.ndarray:
 def _correlations(name: str, predicted: np.ndarray, labels: np.ndarray) -> Dict[str, Any]:
     from scipy.stats import pearsonr, spearmanr
 
-    if np.std(predicted) < 1e-12:
+    if np.std(predicted) < 1e-12 or np.std(labels) < 1e-12:  # undefined, not a warning
         return {"model": name, "spearman": float("nan"), "spearman_p": float("nan"),
                 "pearson": float("nan"), "pearson_p": float("nan")}
     rho, rho_p = spearmanr(predicted, labels)

@@ -249,7 +249,7 @@ def score_module(module: Module, equivalent: Sequence[Equivalent], keep: bool,
             return result
         mine = [e for e in equivalent if e.module == module.path]
         for name, status in result.statuses.items():
-            if status in KILLED:
+            if status in KILLED or status == "not checked":
                 continue
             diff = mutant_diff(copy, name, env)
             result.diffs[name] = diff

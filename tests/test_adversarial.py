@@ -583,7 +583,8 @@ def test_eval_unknown_tester_and_dataset(capsys, world, tmp_path):
 
 
 def test_eval_output_inside_the_data_is_refused(capsys, world, tmp_path):
-    check_refused(capsys, world, _eval(world, world["vqa"].parent / "answers"), "--out")
+    check_refused(capsys, world, _eval(world, world["vqa"]), "--out")
+    check_refused(capsys, world, _eval(world, world["inputs"]), "--out")
 
 
 def test_eval_resume_with_other_settings_is_refused(capsys, world, tmp_path):
@@ -792,7 +793,7 @@ def test_kill9_during_gpt_scoring_loses_no_paid_reply(tmp_path, kill_after):
         assert kill_after <= answered() < 40, answered()
         with sqlite3.connect(str(tmp_path / "w" / "cache.sqlite")) as connection:
             kept = connection.execute("SELECT COUNT(*) FROM indicator_values WHERE "
-                                      "indicator = 'gpt' AND value IS NOT NULL").fetchone()[0]
+                                      "indicator = 'gpt:request' AND value IS NOT NULL").fetchone()[0]
         assert kept >= kill_after - 2  # at most the replies in flight at the kill are lost
         rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                                timeout=300)

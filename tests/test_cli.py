@@ -106,7 +106,7 @@ def test_bad_inputs_are_one_line(tmp_path):
     assert_one_line_error(run_cli("train-selector", "--pool", pool_path, "--subsets",
                                   tmp_path / "subsets.json", "--labels", tmp_path / "labels.json",
                                   "--out", tmp_path / "c", "--set", "model.bogus=1"),
-                          "unknown selector setting(s): bogus")
+                          "unknown setting 'model.bogus'")
     assert_one_line_error(run_cli("select", "--pool", pool_path, "--baseline", "random",
                                   "--num", "100000", "--out", tmp_path / "o"),
                           "cannot select 100000 samples")

@@ -349,7 +349,7 @@ def test_clusters_with_unusable_ids(tmp_path, member, fragment):
     from selector.clustering import read_clusters
 
     path = _clusters(tmp_path, {"a": ["1", member]})
-    with pytest.raises(InputError, match="subset 'a'") as error:
+    with pytest.raises(InputError, match="cluster 'a'") as error:
         read_clusters(path, ["1"])
     assert fragment in str(error.value)
 
@@ -648,3 +648,16 @@ def test_empty_data_and_non_text_image_paths(tmp_path, capsys):
     path.write_text(json.dumps([{"id": "x", "image": 5, "conversations": GOOD_TURNS}]))
     one_line(*cli(capsys, "validate", path)[::2], "sample #0 (id 'x')",
              "image is a JSON number, expected a relative path")
+
+
+def test_truncated_jpeg_fails_even_when_a_host_tolerates_truncation(tmp_path, monkeypatch):
+    """LAVIS sets ``ImageFile.LOAD_TRUNCATED_IMAGES = True`` when imported; the check must not
+    depend on that global, and must leave it as the host set it."""
+    from PIL import ImageFile
+
+    raw = noisy_jpeg(tmp_path / "full.jpg", False)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(raw[:len(raw) // 2])
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    assert image_problem(cut) is not None
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True

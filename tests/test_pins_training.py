@@ -251,6 +251,45 @@ def test_subsets_from_a_pool_name_the_subset_of_an_unknown_id():
     data = SubsetData.from_pool(pool, [["c", "a"], ["b"]], [1.0, 2.0], ["first", "second"])
     assert data.features[:, :, 0].tolist() == [[3.0, 1.0], [2.0, 0.0]]
     assert data.mask.tolist() == [[True, True], [True, False]] and data.names == ["first", "second"]
+    assert data.labels.tolist() == [1.0, 2.0]
     assert pool.asked == ["subset first", "subset second"]
     with pytest.raises(InputError, match="subset second: sample id 'z' is not in the pool"):
         SubsetData.from_pool(pool, [["a"], ["z"]], [1.0, 2.0], ["first", "second"])
+
+
+def test_cross_validation_shows_its_progress_unless_told_not_to(capsys):
+    data = _data(3)
+    cross_validate(data, TINY, TrainConfig(epochs=1))
+    shown = capsys.readouterr().err
+    assert "cross-validation" in shown and "3/3" in shown
+    cross_validate(data, TINY, TrainConfig(epochs=1), progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_metadata_of_a_run_without_history():
+    from selector.training import FitResult
+
+    meta = training_metadata(FitResult(None, -1, [], []), TrainConfig(epochs=0))
+    assert meta == {"training": {"epochs": 0, "lr": 0.01, "weight_decay": 0.0, "val_fraction": 0.2,
+                                 "patience": 20, "seed": 42},
+                    "best_epoch": -1, "validation_subsets": [], "final": {}}
+
+
+def test_fit_shows_its_progress_only_when_asked(capsys):
+    fit(_data(3), TINY, TrainConfig(epochs=2))
+    assert capsys.readouterr().err == ""
+    fit(_data(3), TINY, TrainConfig(epochs=2), progress=True)
+    shown = capsys.readouterr().err
+    assert "training selector" in shown and "2/2" in shown
+
+
+def test_weight_decay_is_applied():
+    plain = fit(_data(6), TINY, TrainConfig(epochs=3, patience=0, val_fraction=0.0))
+    decayed = fit(_data(6), TINY, TrainConfig(epochs=3, patience=0, val_fraction=0.0,
+                                              weight_decay=50.0))
+    assert not torch.equal(plain.model.linear.weight, decayed.model.linear.weight)
+
+
+def test_small_but_real_spread_is_correlated():
+    row = _correlations("m", np.array([0.1, 0.2, 0.3, 0.5]), np.array([2.0, 4, 6, 8]))
+    assert row["spearman"] == pytest.approx(1.0)
