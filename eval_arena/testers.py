@@ -12,7 +12,6 @@ torch and their host stacks inside their factory, never at module import time.
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import sys
 import time

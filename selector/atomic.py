@@ -152,3 +152,31 @@ def symlink(path: PathLike, points_to: PathLike) -> Path:
     except OSError as exc:
         raise os_error_line(path, exc) from None
     return path
+
+
+def publish_folder(staging: PathLike, out: PathLike) -> Path:
+    """Put the finished folder ``staging`` in place of ``out`` (a previous version of it, or
+    nothing): two renames in one parent folder, so no moment shows a mix of the old and the new
+    contents, and a failure leaves the old ``out`` in place. ``staging`` must be a sibling."""
+    import shutil
+
+    staging, out = Path(staging), Path(out)
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
+    try:
+        if out.exists() or out.is_symlink():
+            os.replace(out, old)
+            try:
+                os.replace(staging, out)
+            except OSError:
+                os.replace(old, out)
+                raise
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink()
+        else:
+            os.replace(staging, out)
+    except OSError as exc:
+        raise os_error_line(out, exc) from None
+    _fsync_folder(out.parent)
+    return out

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .atomic import write_text
+from .atomic import publish_folder, write_text
 from .errors import InputError
 from .jsonio import PathLike, write_json
 
@@ -122,30 +122,6 @@ def check_reusable_out(out: Path) -> None:
                          "another --out")
 
 
-def _publish(staging: Path, out: Path) -> None:
-    """Put the finished ``staging`` folder in place of ``out`` (a previous selection, or none):
-    two renames in one folder, so no moment shows a mix of the old and the new selection."""
-    import shutil
-
-    from .atomic import _fsync_folder, os_error_line
-
-    old = out.with_name(f".{out.name}.{os.getpid()}.old")
-    try:
-        if out.exists() or out.is_symlink():
-            os.replace(out, old)
-            try:
-                os.replace(staging, out)
-            except OSError:
-                os.replace(old, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out)
-    except OSError as exc:
-        raise os_error_line(out, exc) from None
-    _fsync_folder(out.parent)
-
-
 def write_selection(out: PathLike, ids: List[str], scores: np.ndarray, selected: List[str],
                     settings: Dict[str, Any], cluster_of: Optional[Dict[str, str]] = None,
                     captions: Optional[Dict[str, str]] = None, data_dir: Optional[PathLike] = None,
@@ -175,7 +151,9 @@ def write_selection(out: PathLike, ids: List[str], scores: np.ndarray, selected:
     try:
         _write_selection_files(staging, out, ids, scores, selected, settings, cluster_of,
                                captions, data_dir, image_mode, skip_invalid, details)
-        _publish(staging, out)
+        publish_folder(staging, out)
+    except InputError as exc:  # name the folder the user gave, not the hidden staging one
+        raise InputError(str(exc).replace(str(staging), str(out))) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .errors import InputError
+from .atomic import publish_folder
 from .hashing import update_with_file
 from .jsonio import PathLike
 
@@ -120,8 +121,7 @@ def selection_for_run(storage: PathLike, options: Dict[str, Any],
         if (folder / "selected.txt").is_file():  # another process finished the same selection
             shutil.rmtree(tmp, ignore_errors=True)
         else:
-            shutil.rmtree(folder, ignore_errors=True)
-            tmp.replace(folder)  # all or nothing: a killed selection is never taken as done
+            publish_folder(tmp, folder)  # all or nothing: a killed selection is never taken as done
     ids = (folder / "selected.txt").read_text(encoding="utf-8").split()
     if output_dir is not None:
         out = Path(output_dir)

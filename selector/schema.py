@@ -93,7 +93,9 @@ class SelectorSettings:
 # ---------------------------------------------------------------------------------------------
 
 @dataclass
-class ClipSettings:
+class ImageFeatures:
+    """An open_clip image tower: the pool's image embeddings (``features.image``)."""
+
     model: str = setting()
     pretrained: Optional[str] = setting()
     model_config: Optional[str] = setting()
@@ -101,6 +103,12 @@ class ClipSettings:
     num_workers: int = setting(min=0)
     precision: Optional[str] = setting(choices=PRECISIONS)
     device: Optional[str] = setting(None)
+
+
+@dataclass
+class ClipSettings(ImageFeatures):
+    """The CLIP score: the same model options as the image features, plus its sentences."""
+
     max_sentences: int = setting(10, min=1)
 
 
@@ -146,15 +154,6 @@ class IndicatorsSection:
     gpt: GptSettings = setting()
 
 
-@dataclass
-class ImageFeatures:
-    model: str = setting()
-    pretrained: Optional[str] = setting()
-    model_config: Optional[str] = setting()
-    batch_size: int = setting(min=1)
-    num_workers: int = setting(min=0)
-    precision: Optional[str] = setting(choices=PRECISIONS)
-    device: Optional[str] = setting(None)
 
 
 @dataclass

@@ -107,25 +107,66 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
     return tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
+def tree_digest(root: Path) -> Dict[str, str]:
+    """Every file under ``root`` -> sha256 of its bytes, every link -> its target: two equal
+    digests mean nothing under ``root`` was written, replaced or relinked."""
+    import hashlib
+
+    found: Dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            found[relative] = "link:" + os.readlink(path)
+        elif path.is_file():
+            found[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def dotted_name(node) -> str:
+    """``torch.load`` for the AST of ``torch.load`` (``?`` for a call or subscript in the chain,
+    so ``model.to(device).eval`` is never taken for the builtin ``eval``)."""
+    import ast
+
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+    elif parts:
+        parts.append("?")
+    return ".".join(reversed(parts))
+
+
+def trained_world(root: Path, samples: int, seed: int, epochs: int, subsets: int = 10) -> Path:
+    """``root`` with a toy pool (root/pool.safetensors), ``subsets`` equal subsets and their
+    oracle labels (subsets.json, labels.json) and a selector trained on them (root/ckpt)."""
+    from selector.commands import train_selector
+    from selector.settings import load_settings
+    from selector.synthetic import make_toy_pool, oracle_labels
+
+    pool, quality, _ = make_toy_pool(samples, seed=seed)
+    pool.save(root / "pool.safetensors")
+    size = samples // subsets
+    members = {str(i): pool.ids[i * size:(i + 1) * size] for i in range(subsets)}
+    (root / "subsets.json").write_text(json.dumps(members))
+    labels = oracle_labels(members, dict(zip(pool.ids, quality.tolist())))
+    (root / "labels.json").write_text(json.dumps(labels))
+    train_selector(root / "ckpt", load_settings(None, [f"training.epochs={epochs}",
+                                                       "training.cross_validate=false"]),
+                   root / "pool.safetensors", root / "subsets.json", root / "labels.json")
+    return root
+
+
 @pytest.fixture(scope="session")
 def selected_data(tmp_path_factory):
     """(root, cc_sbu_align folder): 120 generated samples with images, their pool file
     (root/pool.safetensors) and a selector trained on toy labels (root/ckpt)."""
-    from selector.commands import train_selector
-    from selector.synthetic import make_toy_pool, oracle_labels
-    from selector.settings import load_settings
+    from selector.pool import FeaturePool
 
-    root = tmp_path_factory.mktemp("selected")
-    pool, quality, _ = make_toy_pool(120, seed=5)
-    pool.save(root / "pool.safetensors")
-    members = {str(i): pool.ids[i * 12:(i + 1) * 12] for i in range(10)}
-    (root / "subsets.json").write_text(json.dumps(members))
-    labels = oracle_labels(members, dict(zip(pool.ids, quality.tolist())))
-    (root / "labels.json").write_text(json.dumps(labels))
-    train_selector(root / "ckpt", load_settings(None, ["training.epochs=10",
-                                                       "training.cross_validate=false"]),
-                   root / "pool.safetensors", root / "subsets.json", root / "labels.json")
-    data = make_cc_sbu_align(root / "cc", {i: f"A picture {i}. It shows shapes." for i in pool.ids})
+    root = trained_world(tmp_path_factory.mktemp("selected"), 120, seed=5, epochs=10)
+    ids = FeaturePool.load(root / "pool.safetensors").ids
+    data = make_cc_sbu_align(root / "cc", {i: f"A picture {i}. It shows shapes." for i in ids})
     return root, data
 
 

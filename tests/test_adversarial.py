@@ -8,7 +8,6 @@ case. Cases that need a real process (kill -9, Ctrl-C) live at the end and use s
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -23,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import pytest
 
-from conftest import REPO, make_cc_sbu_align, make_conversations, write_image
+from conftest import REPO, make_cc_sbu_align, make_conversations, tree_digest, write_image
 from selector.cli import main
 
 # ---------------------------------------------------------------------------------------------
@@ -59,18 +58,6 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows)
                      + chunk(b"IEND", b""))
     return path
-
-
-def tree_digest(root: Path) -> Dict[str, str]:
-    """Every file under ``root`` (not following links out of it) -> sha256, links -> target."""
-    found: Dict[str, str] = {}
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root).as_posix()
-        if path.is_symlink():
-            found[relative] = "link:" + os.readlink(path)
-        elif path.is_file():
-            found[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -12,28 +12,16 @@ file / subset / key, no traceback, inputs byte-identical.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 import numpy as np
 import pytest
 
+from conftest import tree_digest
 from selector.cli import main
-
-
-def tree_digest(root: Path) -> Dict[str, str]:
-    found: Dict[str, str] = {}
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root).as_posix()
-        if path.is_symlink():
-            found[relative] = "link:" + os.readlink(path)
-        elif path.is_file():
-            found[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return found
 
 
 def run(capsys, argv: Sequence[object]):

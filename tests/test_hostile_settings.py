@@ -23,7 +23,7 @@ from typing import Iterator, List
 
 import pytest
 
-from conftest import make_cc_sbu_align
+from conftest import make_cc_sbu_align, trained_world
 from selector.cli import main
 
 LIMIT = 64  # selector.jsonio.MAX_NESTING
@@ -67,20 +67,10 @@ def one_line(capsys, argv: List, *fragments: str, after_work: bool = False) -> s
 def files(tmp_path_factory):
     """A small pool (without saved PCA), subsets, labels, a trained checkpoint, captions for
     half the pool."""
-    from selector.commands import train_selector
-    from selector.settings import load_settings
-    from selector.synthetic import make_toy_pool, oracle_labels
+    from selector.pool import FeaturePool
 
-    root = tmp_path_factory.mktemp("hostile_settings")
-    pool, quality, _ = make_toy_pool(60, seed=3)
-    pool.save(root / "pool.safetensors")
-    members = {str(i): pool.ids[i * 6:(i + 1) * 6] for i in range(10)}
-    (root / "subsets.json").write_text(json.dumps(members))
-    labels = oracle_labels(members, dict(zip(pool.ids, quality.tolist())))
-    (root / "labels.json").write_text(json.dumps(labels))
-    train_selector(root / "ckpt", load_settings(None, ["training.epochs=2",
-                                                       "training.cross_validate=false"]),
-                   root / "pool.safetensors", root / "subsets.json", root / "labels.json")
+    root = trained_world(tmp_path_factory.mktemp("hostile_settings"), 60, seed=3, epochs=2)
+    pool = FeaturePool.load(root / "pool.safetensors")
     (root / "cc").mkdir()
     (root / "cc" / "filter_cap.json").write_text(json.dumps({"annotations": [
         {"image_id": i, "caption": f"A picture {i}."} for i in pool.ids[:1]]}))

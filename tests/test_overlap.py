@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Tuple
 
 import pytest
 
-from conftest import REPO, make_cc_sbu_align, run_cli
+from conftest import make_cc_sbu_align, run_cli
 from selector.overlap import overlap, refuse_overlap
 from selector.errors import InputError
 

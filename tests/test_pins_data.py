@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_cc_sbu_align, write_image
-from selector.data import (DEFAULT_INSTRUCTION, DataPool, Sample, Skipped, Turn, image_problem,
+from selector.data import (DEFAULT_INSTRUCTION, Sample, Skipped, Turn, image_problem,
                            read_cc_sbu_align, read_conversations, read_pool, write_cc_sbu_align,
                            write_conversations)
 from selector.errors import InputError

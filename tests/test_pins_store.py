@@ -5,7 +5,6 @@ All in process and on small synthetic samples (no image decoding), so each runs 
 """
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 

@@ -127,7 +127,7 @@ def test_every_named_file_enters_its_stage_fingerprint(project, tmp_path):
                 files["train"])
     for key in ("pca", "labels", "subsets"):
         files[key].write_text("one")
-    overrides = [f"pipeline.stages=[score,split,labels,train_selector,select,train_config]",
+    overrides = ["pipeline.stages=[score,split,labels,train_selector,select,train_config]",
                  f"split.template={files['split']}", f"score.pca_from={files['pca']}",
                  f"labels.file={files['labels']}", f"train_config.template={files['train']}"]
     cases = [("split", "split"), ("pca", "score"), ("labels", "labels"), ("train", "train_config")]

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, assert_one_line_error, make_cc_sbu_align, run_cli
+from conftest import REPO, assert_one_line_error, dotted_name, run_cli
 
 SCANNED = ("selector", "lavis_plugins", "eval_arena", "benchmarks")
 UNPICKLING_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "marshal",
@@ -43,18 +43,6 @@ ALLOWED = {
     # should make it explicit and drop this entry
     ("selector/store.py", "np.load without allow_pickle=False"),
 }
-
-
-def _dotted(node: ast.AST) -> str:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-    elif parts:
-        parts.append("?")  # a call or subscript: ``model.to(device).eval`` is no builtin eval
-    return ".".join(reversed(parts))
 
 
 def _keyword(call: ast.Call, name: str) -> Optional[ast.AST]:
@@ -89,7 +77,7 @@ def unsafe_loads(source: str, filename: str = "<source>") -> List[str]:
                 found.append(f"{line}: from {module} import a load (call it through the module, "
                              "where its arguments are checked)")
         elif isinstance(node, ast.Call):
-            name = _dotted(node.func)
+            name = dotted_name(node.func)
             if name in ALWAYS_UNSAFE or name.endswith(".read_pickle"):
                 found.append(f"{line}: {name}")
             elif name == "torch.load" or name.endswith(".torch.load"):
@@ -100,12 +88,12 @@ def unsafe_loads(source: str, filename: str = "<source>") -> List[str]:
                     found.append(f"{line}: np.load without allow_pickle=False")
             elif name in ("yaml.load", "yaml.load_all"):
                 loader = _keyword(node, "Loader") or (node.args[1] if len(node.args) > 1 else None)
-                if loader is None or _dotted(loader).split(".")[-1] not in SAFE_YAML_LOADERS:
+                if loader is None or dotted_name(loader).split(".")[-1] not in SAFE_YAML_LOADERS:
                     found.append(f"{line}: {name} without a safe Loader")
             elif name.endswith("from_pretrained") and _is_constant(
                     _keyword(node, "trust_remote_code"), True):
                 found.append(f"{line}: from_pretrained(trust_remote_code=True)")
-        elif isinstance(node, ast.Attribute) and _dotted(node) == "torch.load" \
+        elif isinstance(node, ast.Attribute) and dotted_name(node) == "torch.load" \
                 and id(node) not in calls:
             found.append(f"{line}: torch.load reference")
     return sorted(set(found), key=lambda item: int(item.split(":")[0]))

@@ -15,8 +15,8 @@ from typing import List
 
 import numpy as np
 import pytest
-import yaml
 
+from conftest import trained_world
 from selector.cli import main
 from selector.errors import InputError
 
@@ -44,20 +44,12 @@ def one_line(capsys, argv: List[str], *fragments: str, after_work: bool = False)
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A small pool, its subsets and labels, a trained checkpoint and a selection."""
-    from selector.commands import select, train_selector
+    from selector.commands import select
+    from selector.pool import FeaturePool
     from selector.settings import load_settings
-    from selector.synthetic import make_toy_pool, oracle_labels
 
-    root = tmp_path_factory.mktemp("validation")
-    pool, quality, _ = make_toy_pool(60, seed=5)
-    pool.save(root / "pool.safetensors")
-    members = {str(i): pool.ids[i * 6:(i + 1) * 6] for i in range(10)}
-    (root / "subsets.json").write_text(json.dumps(members))
-    labels = oracle_labels(members, dict(zip(pool.ids, quality.tolist())))
-    (root / "labels.json").write_text(json.dumps(labels))
-    train_selector(root / "ckpt", load_settings(None, ["training.epochs=2",
-                                                       "training.cross_validate=false"]),
-                   root / "pool.safetensors", root / "subsets.json", root / "labels.json")
+    root = trained_world(tmp_path_factory.mktemp("validation"), 60, seed=5, epochs=2)
+    pool = FeaturePool.load(root / "pool.safetensors")
     select(root / "selection", load_settings(None, ["selection.num_samples=5"]),
            root / "pool.safetensors", baseline="random")
     (root / "cc").mkdir()  # captions for --captions (no images needed)
