@@ -137,7 +137,9 @@ def test_ctrl_c_stops_igpt4_score_with_image_workers_and_a_rerun_does_the_rest(t
     """The issue's case: tiny CLIP, the default 2 image-loading workers, SIGINT just after a
     chunk is stored and at other moments, to the process and to its whole group."""
     config, checkpoint = tiny_clip_files
-    total, chunk = 240, 20
+    # enough samples that no run can finish between a chunk landing and the signal, even on a
+    # quiet machine where the tiny CLIP scores about a thousand samples a second
+    total, chunk = 2400, 20
     data = make_cc_sbu_align(tmp_path / "data", {f"s{i:03d}": f"A picture {i}. Shapes."
                                                  for i in range(total)})
     work = tmp_path / "work"
