@@ -38,10 +38,6 @@ ALLOWED = {
     ("lavis_plugins/train.py", "runpy.run_path"),
     # the weights-only guard itself wraps torch.load (and restores it)
     ("selector/safeload.py", "torch.load reference"),
-    # TEMPORARY: the store's shard reader relies on numpy's default (allow_pickle=False since
-    # numpy 1.16.3, so it is safe today); store.py is being reworked by another change, which
-    # should make it explicit and drop this entry
-    ("selector/store.py", "np.load without allow_pickle=False"),
 }
 
 
