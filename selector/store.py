@@ -228,8 +228,8 @@ class Store:
             else:
                 by_shard.setdefault(shard, []).append((digest, row))
         for shard, rows in by_shard.items():
-            matrix = np.load(self.path.parent / "arrays" / shard, mmap_mode="r",
-                             allow_pickle=False)
+            shard_path = self.path.parent / "arrays" / shard
+            matrix = np.load(shard_path, mmap_mode="r", allow_pickle=False)
             for digest, row in rows:
                 found[digest] = (np.array(matrix[row]), None)
         return found
