@@ -105,7 +105,7 @@ def _tester_settings(name: str, arguments: Dict[str, str], tester: Any) -> Dict[
 
     from selector.atomic import os_error_line
 
-    from .runner import file_sha256
+    from selector.hashing import file_sha256
 
     settings: Dict[str, Any] = {"name": name, "args": arguments}
     resolved = getattr(tester, "settings", None)

@@ -16,15 +16,14 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator, Optional, Union
 
-from .errors import InputError
+from .errors import InputError, os_reason
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
 def os_error_line(path: PathLike, exc: OSError, doing: str = "cannot write") -> InputError:
     """One line for an OS error on ``path``: what we tried, the path and the system's reason."""
-    reason = exc.strerror or errno.errorcode.get(exc.errno or 0, "") or str(exc)
-    return InputError(f"{path}: {doing} ({reason})")
+    return InputError(f"{path}: {doing} ({os_reason(exc)})")
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -161,6 +160,7 @@ def publish_folder(staging: PathLike, out: PathLike) -> Path:
     import shutil
 
     staging, out = Path(staging), Path(out)
+    restore_interrupted_swap(out)
     old = out.with_name(f".{out.name}.{os.getpid()}.old")
     try:
         if out.exists() or out.is_symlink():
@@ -173,10 +173,31 @@ def publish_folder(staging: PathLike, out: PathLike) -> Path:
             if old.is_dir() and not old.is_symlink():
                 shutil.rmtree(old, ignore_errors=True)
             else:
-                old.unlink()
+                with contextlib.suppress(OSError):  # the new folder is in place either way
+                    old.unlink()
         else:
             os.replace(staging, out)
     except OSError as exc:
         raise os_error_line(out, exc) from None
     _fsync_folder(out.parent)
     return out
+
+
+def restore_interrupted_swap(out: PathLike) -> None:
+    """Undo what a kill between :func:`publish_folder`'s two renames left: ``out`` moved aside
+    as ``.out.PID.old`` and the new folder not yet in place. The previous version comes back,
+    and staging folders (``.out.PID.new``) of killed writers are removed."""
+    import shutil
+
+    out = Path(out)
+    if not out.parent.is_dir():
+        return
+    aside = sorted(out.parent.glob(f".{out.name}.*.old"), key=lambda p: p.stat().st_mtime)
+    if aside and not (out.exists() or out.is_symlink()):
+        try:
+            os.replace(aside.pop(), out)
+        except OSError as exc:
+            raise os_error_line(out, exc, "cannot restore the previous version of") from None
+    for leftover in aside + list(out.parent.glob(f".{out.name}.*.new")):
+        if f".{os.getpid()}." not in leftover.name:  # never this process's own staging
+            shutil.rmtree(leftover, ignore_errors=True)

@@ -234,11 +234,14 @@ def _run(args: argparse.Namespace) -> int:
         commands.log(f"selector checkpoint -> {args.out} (best epoch {report['best_epoch']}, "
                      f"held-out MSE {report['final'].get('val_mse', float('nan')):.4f})")
     elif args.command == "select":
+        from .settings import settings_from_layers, user_layers
+
         extra = [f"selection.num_samples={args.num}"] if args.num is not None else []
-        selected = commands.select(args.out, _settings(args, extra), args.pool, args.checkpoint,
-                                   args.clusters, args.baseline, args.data, args.captions,
-                                   image_mode, args.skip_invalid,
-                                   commands.model_keys_set(args.config, args.overrides))
+        layers = user_layers(args.config, list(args.overrides) + extra)  # read and parsed once
+        selected = commands.select(args.out, settings_from_layers("selector/default.yaml", layers),
+                                   args.pool, args.checkpoint, args.clusters, args.baseline,
+                                   args.data, args.captions, image_mode, args.skip_invalid,
+                                   commands.model_keys_set(layers))
         commands.log(f"selected {len(selected)} samples -> {args.out}")
     elif args.command == "score":
         from .scoring import score

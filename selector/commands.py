@@ -325,13 +325,12 @@ LEARNED_MODEL_KEYS = ("mode", "n_heads", "n_layers", "residual", "context_size")
 SCORING_MODEL_KEYS = ("score_rounds", "score_seed")
 
 
-def model_keys_set(config: Optional[str], overrides: Sequence[str]) -> List[str]:
-    """The ``model.*`` keys the user's ``--config`` file or ``--set`` overrides set (not the
-    shipped defaults): what a select run asks for."""
-    from .settings import user_layers
-
+def model_keys_set(layers: Sequence[Any]) -> List[str]:
+    """The ``model.*`` keys the user's ``--config`` file or ``--set`` overrides set (their
+    :func:`selector.settings.user_layers`, not the shipped defaults): what a select run asks
+    for."""
     keys: List[str] = []
-    for layer in user_layers(config, overrides):
+    for layer in layers:
         block = layer.get(("model",))
         if isinstance(block, dict):
             keys += [str(key) for key in block if str(key) not in keys]

@@ -78,13 +78,18 @@ _WITHOUT_PATH = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", 
                                                              "EFBIG") if hasattr(errno, name))
 
 
+def os_reason(exc: OSError) -> str:
+    """The system's words for an OS error (its errno's name when it has no text)."""
+    return exc.strerror or errno.errorcode.get(exc.errno or 0, "") or str(exc)
+
+
 def environment_error_line(exc: OSError) -> Optional[str]:
     """One line for an OS error caused by the machine (naming the path when the error has one),
     or None for anything else (a bug: its traceback is kept)."""
     if exc.errno not in ENVIRONMENT_ERRNOS:
         return None
     path = exc.filename if exc.filename is not None else exc.filename2
-    reason = exc.strerror or errno.errorcode.get(exc.errno or 0, "") or str(exc)
+    reason = os_reason(exc)
     if path is None:
         return f"{reason} (errno {errno.errorcode.get(exc.errno, exc.errno)})" \
             if exc.errno in _WITHOUT_PATH else None

@@ -39,7 +39,6 @@ from typing import Any, Iterator, List, Optional, Set, Tuple, Union
 from .errors import InputError
 
 PathLike = Union[str, "os.PathLike[str]"]
-ENCODINGS = ("utf-8-sig", "gb18030")
 
 #: the codec forced by ``--encoding`` for the command running now (None: detect)
 _FORCED: "ContextVar[Optional[str]]" = ContextVar("igpt4_text_encoding", default=None)
@@ -448,15 +447,12 @@ def read_json(path: PathLike, encoding: Optional[str] = None) -> Tuple[Any, str]
                          "readers silently keep only the last)") from None
     except RecursionError:
         raise InputError(f"{path}: JSON nested too deeply to read") from None
-    if isinstance(value, (dict, list)) and nesting_depth_exceeds(value):
+    if nesting_depth_exceeds(value):
         raise InputError(f"{path}: JSON nested more than {MAX_NESTING} levels deep (no file this "
                          "command reads nests like that)")
     if "\\u" in text:  # otherwise every string is a slice of the text checked above
         forced = encoding or _FORCED.get()
-        try:
-            bad = _first_bad_string(value, "$", checks=forced is None)
-        except RecursionError:
-            raise InputError(f"{path}: JSON nested too deeply to read") from None
+        bad = _first_bad_string(value, "$", checks=forced is None)  # depth <= MAX_NESTING
         if bad is not None:
             raise InputError(f"{path}: string at {bad[0]}: {bad[1]}")
     return value, used

@@ -452,7 +452,8 @@ class Pipeline:
         old = self.work / "subsets"
         if old.exists():  # another split: keep its fine-tune results, never overwrite them
             kept = old.with_name(f"subsets.{self.state.get('split', {}).get('fingerprint', 'old')}")
-            shutil.rmtree(kept, ignore_errors=True)
+            if kept.exists():  # a forced rerun of the same split: keep both sets of results
+                kept = kept.with_name(f"{kept.name}.{time.time_ns()}")
             old.rename(kept)
             self.log(f"[split] the previous split (and any results in it) moved to {kept}")
         layout = split_command(self.work / "subsets", self.recipe.data_path(), self.pool,
@@ -538,8 +539,12 @@ class Pipeline:
             options["image_root"] = self.recipe.settings["pipeline"].get("image_root")
         chosen = selection_for_run(data, options)
         target = self.work / "selection"
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(chosen.folder, target, symlinks=True)
+        from .atomic import publish_folder
+
+        staging = target.with_name(f".{target.name}.{os.getpid()}.new")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(chosen.folder, staging, symlinks=True)
+        publish_folder(staging, target)  # a kill never leaves a half-copied selection
         self.log(f"[select] {len(chosen.ids)} samples -> {target}")
         return [target / "manifest.json", target / "selected.txt"]
 

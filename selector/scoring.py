@@ -15,7 +15,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -65,8 +65,8 @@ def score(data: PathLike, work: PathLike, out: Optional[PathLike], names: List[s
     repeated = [n for i, n in enumerate(names) if n in names[:i]]
     if repeated:
         raise InputError(f"--indicators: {repeated[0]!r} is listed twice")
-    if pca_from is not None and pool_out is not None:
-        _saved_pca(pca_from)  # a pool without PCA fails now, not after all the scoring
+    # read once, and now: a pool without PCA fails before all the scoring, not after it
+    saved_pca = _saved_pca(pca_from) if pca_from is not None and pool_out is not None else None
     pool_names = _pool_settings(settings)
     if pool_out is not None:
         lacking = [n for n in pool_names if n not in names]
@@ -120,7 +120,7 @@ def score(data: PathLike, work: PathLike, out: Optional[PathLike], names: List[s
     if pool_out is not None:
         summary.excluded_from_pool = write_pool(pool_out, pool.samples, hashes, columns,
                                                 embeddings, pool_names, settings, pca_from,
-                                                embedders, work)
+                                                embedders, work, saved_pca)
     log(f"scored {len(pool)} samples" + (f" -> {out}" if out else "") + "; without a value: "
         + ", ".join(f"{name} {count}" for name, count in summary.missing.items()))
     ranks.finish()
@@ -250,7 +250,7 @@ def _report_problems(source: str, samples, columns, embeddings) -> None:
 
 def write_pool(path: PathLike, samples, hashes, columns, embeddings, pool_names: List[str],
                settings: Dict[str, Any], pca_from: Optional[PathLike], embedders,
-               work: Path) -> int:
+               work: Path, saved_pca: Optional[Tuple[Any, Any]] = None) -> int:
     """The selector's input file: PCA-reduced embeddings + indicators for every sample that has
     all of them. Returns how many samples were left out (listed in WORK/pool_excluded.json)."""
     from .features import Projection
@@ -271,7 +271,7 @@ def write_pool(path: PathLike, samples, hashes, columns, embeddings, pool_names:
     keep = np.array([i for i, s in enumerate(samples) if s.id not in left_out], dtype=np.int64)
     features = settings.get("features", {})
     if pca_from is not None:
-        image_pca, text_pca = _saved_pca(pca_from)
+        image_pca, text_pca = saved_pca if saved_pca is not None else _saved_pca(pca_from)
         fitted_on = f"reused from {pca_from}"
     else:
         n_components, seed = int(features.get("pca_components", 6)), int(features.get("pca_seed", 0))

@@ -130,8 +130,6 @@ def load_yaml(path: Path, label: Optional[str] = None):
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from .atomic import os_error_line
-
     from .jsonio import read_bytes
 
     label = label or str(path)
@@ -148,10 +146,6 @@ def load_yaml(path: Path, label: Optional[str] = None):
         raise InputError(f"{label}{where}: malformed YAML ({exc.problem or exc.context})") from None
     except yaml.YAMLError as exc:
         raise InputError(f"{label}: malformed YAML ({' '.join(str(exc).split())[:160]})") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{label}: not UTF-8 text (bad byte at offset {exc.start})") from None
-    except OSError as exc:
-        raise os_error_line(label, exc, "cannot read") from None
     except (OmegaConfBaseException, ValueError, TypeError) as exc:
         raise InputError(f"{label}: not a valid config "
                          f"({' '.join(str(exc).split())[:160]})") from None

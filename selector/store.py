@@ -167,9 +167,9 @@ class Store:
             self._remember_settings(settings_key, indicator, settings)
             self.connection.executemany(
                 "INSERT OR REPLACE INTO indicator_values VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(digest, indicator, settings_key, redact(value.sample_id), value.value,
-                  redact(value.problem), json.dumps(redact(value.detail)), now)
-                 for digest, value in kept])
+                redact([(digest, indicator, settings_key, value.sample_id, value.value,
+                         value.problem, json.dumps(value.detail), now)
+                        for digest, value in kept]))  # one pass over the chunk
         return len(kept)
 
     def put_one(self, indicator: str, settings_key: str, settings: Dict[str, Any],
@@ -212,8 +212,8 @@ class Store:
             self._remember_settings(settings_key, kind, settings)
             self.connection.executemany(
                 "INSERT OR REPLACE INTO array_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(hashes[i], kind, settings_key, redact(ids[i]), shard if i in row_of else None,
-                  row_of.get(i), redact(problems[i]), now) for i in stored])
+                redact([(hashes[i], kind, settings_key, ids[i], shard if i in row_of else None,
+                         row_of.get(i), problems[i], now) for i in stored]))
 
     def get_arrays(self, kind: str, settings_key: str, hashes: Sequence[str]
                    ) -> Dict[str, Tuple[Optional[np.ndarray], Optional[str]]]:

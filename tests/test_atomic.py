@@ -241,3 +241,24 @@ def test_copy_file_and_symlink_replace_in_one_step(tmp_path):
     assert source.read_bytes() == b"jpeg bytes" and _leftovers(target.parent) == []
     with pytest.raises(InputError, match="missing.jpg: cannot read"):
         atomic.copy_file(tmp_path / "missing.jpg", tmp_path / "y.jpg")
+
+
+def test_a_swap_killed_between_its_renames_is_undone_by_the_next(tmp_path):
+    """kill -9 after ``out`` was moved aside and before the new folder took its place: the
+    next publish brings the previous version back first, and clears killed writers' staging."""
+    from selector.atomic import publish_folder, restore_interrupted_swap
+
+    out = tmp_path / "sel"
+    aside = tmp_path / ".sel.99999.old"
+    aside.mkdir()
+    (aside / "selected.txt").write_text("previous\n")
+    (tmp_path / ".sel.99998.new").mkdir()  # a killed writer's staging
+    restore_interrupted_swap(out)
+    assert (out / "selected.txt").read_text() == "previous\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sel"]
+    staging = tmp_path / ".sel.new-one"
+    staging.mkdir()
+    (staging / "selected.txt").write_text("new\n")
+    publish_folder(staging, out)
+    assert (out / "selected.txt").read_text() == "new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sel"]
