@@ -33,7 +33,7 @@ host-test: env
 	IGPT4_HOSTS=$(HOSTS) bash .ci/minigpt4_host.sh build $(HOSTENV)
 	IGPT4_MINIGPT4_HEAD=$(HOSTS)/minigpt4-head IGPT4_MINIGPT4_V1=$(HOSTS)/minigpt4-v1 \
 	    IGPT4_MINIGPT4_PYTHON=$(HOSTENV)/bin/python $(BIN)/python -m pytest -q \
-	    tests/test_minigpt4_host.py tests/test_readme_commands.py tests/test_eval_testers.py
+	    tests/lavis_plugins/test_minigpt4_host.py tests/project/test_readme_commands.py tests/eval_arena/test_eval_testers.py
 	bash .ci/minigpt4_host.sh test $(HOSTENV)
 
 clean:

@@ -5,7 +5,7 @@ torch 2.0, transformers 4.30.0, timm 0.6.13, huggingface-hub 0.18.0, tokenizers 
 0.20.3, peft 0.2.0, omegaconf 2.3.0), installed with constraints-minigpt4.txt so that pip changes
 none of its versions, and the modern set pinned in constraints.txt. Upper bounds stop at the newest
 major release tested (transformers 5 breaks MiniGPT-4 and is untested here).
-tests/test_install_pins.py checks every range against both sets.
+tests/project/test_install_pins.py checks every range against both sets.
 """
 import os
 
@@ -87,6 +87,6 @@ setup(
         # tests/mutation_score.py: mutation score of the core modules (mutmut 3 needs Python 3.10+)
         "mutation": ["mutmut==3.8.1; python_version >= '3.10'"],
     },
-    entry_points={"console_scripts": ["igpt4=selector.cli:main"]},
+    entry_points={"console_scripts": ["igpt4=selector.app.cli:main"]},
     cmdclass={"build_py": BuildPyWithAutoload},
 )

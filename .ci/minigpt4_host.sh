@@ -80,9 +80,9 @@ run_tests() {
     # timm 0.6.13, accelerate 0.20, open_clip 2.32, sentence-transformers 2.2.2), by the host's
     # own interpreter; the checkout tests run from the main suite (IGPT4_MINIGPT4_PYTHON)
     IGPT4_MINIGPT4_PYTHON="$PY" nice "$PY" -m pytest -q -p no:cacheprovider \
-        tests/test_tiny_model.py tests/test_features.py tests/test_reward.py \
-        tests/test_indicators.py tests/test_distributed.py tests/test_install_pins.py \
-        tests/test_eval_testers.py -k "not in_a_checkout"
+        tests/lavis_plugins/test_tiny_model.py tests/selector/scoring/test_features.py tests/selector/scoring/test_reward.py \
+        tests/selector/scoring/test_indicators.py tests/selector/core/test_distributed.py tests/project/test_install_pins.py \
+        tests/eval_arena/test_eval_testers.py -k "not in_a_checkout"
 }
 
 case "$ACTION" in

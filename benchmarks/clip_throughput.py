@@ -103,7 +103,7 @@ def make_model(folder: Path, which: str, seed: int = 0):
     """(name, architecture JSON, checkpoint) of a random-initialised open_clip model."""
     import torch
 
-    from selector.indicators.clip import load_open_clip
+    from selector.scoring.indicators.clip import load_open_clip
 
     if MODELS[which] is None:
         sys.path.insert(0, str(REPO / "tests"))
@@ -160,7 +160,7 @@ def stage_costs(samples, model, preprocess, tokenizer, batch_size: int) -> dict:
     import torch
     from PIL import Image
 
-    from selector.indicators.clip import encode_text, text_length
+    from selector.scoring.indicators.clip import encode_text, text_length
 
     def per_sample(run) -> float:
         run()
@@ -234,12 +234,12 @@ def main() -> None:
 
     import torch
 
-    from selector.compat import ensure_torchvision_importable
+    from selector.core.compat import ensure_torchvision_importable
 
     ensure_torchvision_importable()
-    from selector.data import read_cc_sbu_align
-    from selector.indicators import create
-    from selector.indicators.clip import load_open_clip
+    from selector.data.samples import read_cc_sbu_align
+    from selector.scoring.indicators import create
+    from selector.scoring.indicators.clip import load_open_clip
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make_samples(count: int):
-    from selector.data import Sample, Turn
+    from selector.data.samples import Sample, Turn
 
     return [Sample(f"{n:06d}", REPO / "missing.jpg",
                    (Turn("gpt", f"A photo of object number {n} on a wooden table, seen from the "
@@ -31,8 +31,8 @@ def sequential(samples, base_url: str, model: str, timeout: float, retries: int)
     """The original script's shape: one blocking request per sample, one after the other."""
     import openai
 
-    from selector.gpt_reply import parse_reply
-    from selector.indicators.gpt import JUDGE_PROMPT, fill_prompt
+    from selector.scoring.gpt_reply import parse_reply
+    from selector.scoring.indicators.gpt import JUDGE_PROMPT, fill_prompt
 
     client = openai.OpenAI(api_key="EMPTY", base_url=base_url, timeout=timeout,
                            max_retries=retries)
@@ -54,7 +54,7 @@ def main() -> None:
                         help="the indicator's concurrency (default: its default)")
     args = parser.parse_args()
 
-    from selector.indicators.gpt import GptScore
+    from selector.scoring.indicators.gpt import GptScore
 
     server = subprocess.Popen([sys.executable, str(REPO / "tests" / "openai_server.py"),
                                "--latency", str(args.latency)],

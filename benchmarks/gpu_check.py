@@ -97,7 +97,7 @@ class Check:
     def samples(self, count: int):
         """``count`` cc_sbu_align samples: generated JPEGs with 3-9 sentence captions."""
         from clip_throughput import make_data
-        from selector.data import read_cc_sbu_align
+        from selector.data.samples import read_cc_sbu_align
 
         if self._data is None:
             total = 32 if self.small else min(1024, self.args.samples or 1024)
@@ -129,7 +129,7 @@ class Check:
 
         import torch
 
-        from selector.indicators.clip import load_open_clip
+        from selector.scoring.indicators.clip import load_open_clip
 
         load_open_clip.cache_clear()
         gc.collect()
@@ -140,7 +140,7 @@ class Check:
     def clip(self, precision: str) -> str:
         import torch
 
-        from selector.indicators import create
+        from selector.scoring.indicators import create
 
         if self.small:
             from tiny_models import TINY_CLIP
@@ -166,7 +166,7 @@ class Check:
         if bad:
             raise RuntimeError(f"{len(bad)} samples without a score (e.g. {bad[0]})")
         rate = count / seconds
-        from selector.indicators.clip import input_dtype
+        from selector.scoring.indicators.clip import input_dtype
 
         dtype = str(input_dtype(model)).replace("torch.", "")
         figure = (f"{rate:8.1f} images/s ({name}, {size(model)}, {dtype}, batch {batch}, "
@@ -199,7 +199,7 @@ class Check:
     def reward(self) -> str:
         import torch
 
-        from selector.indicators import create
+        from selector.scoring.indicators import create
 
         folder = self.tmp / "reward"
         if self.small:
@@ -240,7 +240,7 @@ class Check:
     def text_features(self) -> str:
         import torch
 
-        from selector.features import CausalLMTextEmbedder
+        from selector.scoring.embedders import CausalLMTextEmbedder
 
         folder = self.tmp / "llama"
         if self.small:
@@ -364,7 +364,7 @@ class Check:
 
     def tester(self, version: str) -> str:
         checkout = self.checkout(version)
-        command = ["-m", "selector.cli", "eval", "--tester", "minigpt4", "--tester-arg",
+        command = ["-m", "selector.app.cli", "eval", "--tester", "minigpt4", "--tester-arg",
                    f"checkout={checkout}", "--tester-arg", f"cfg_path={CPU_SMOKE}",
                    "--tester-arg", f"device={self.device}"] + self.eval_args(f"host-{version}")
         started = time.perf_counter()
@@ -373,7 +373,7 @@ class Check:
         return self.answers("MiniGPT-4", f"host-{version}", seconds)
 
     def tester_tiny(self) -> str:
-        from selector.cli import main
+        from selector.app.cli import main
 
         started = time.perf_counter()
         status = main(["eval", "--tester", "tiny", "--tester-arg", f"cfg_path={CPU_SMOKE}",
@@ -407,7 +407,7 @@ class Check:
         command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1",
                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"] \
             + ([] if self.cuda else ["--cpu"]) \
-            + ["-m", "selector.cli", "score", "--data", str(data), "--work", str(out / "work"),
+            + ["-m", "selector.app.cli", "score", "--data", str(data), "--work", str(out / "work"),
                "--indicators", "clip,reward,length",
                "--set", "pool.indicators=[clip,reward,length]",
                "--set", f"indicators.reward.model={reward}",
@@ -557,7 +557,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import torch
 
-    from selector.compat import ensure_torchvision_importable
+    from selector.core.compat import ensure_torchvision_importable
 
     ensure_torchvision_importable()
     if args.device.startswith("cuda") and not torch.cuda.is_available():

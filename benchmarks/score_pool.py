@@ -19,7 +19,7 @@ def measure(samples: int, rounds: int) -> None:
     import numpy as np
     import torch
 
-    from selector.model import SelectorConfig, build, score_features
+    from selector.model.network import SelectorConfig, build, score_features
 
     torch.set_num_threads(2)
     features = np.random.default_rng(0).normal(size=(samples, 16)).astype(np.float32)

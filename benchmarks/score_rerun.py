@@ -6,7 +6,7 @@ embeddings, pool-wide PCA) using the test suite's tiny models (tests/tiny_models
 2-layer Llama), then the same command is run again on the same work dir: everything is cached, so
 the rerun only hashes every image file, looks the hashes up in SQLite, loads the .npy shards,
 refits the PCA and writes the exports. Target (cache issue): the rerun takes at most 5% of the
-first run's time. Measured both as a user runs it (``python -m selector.cli``, a fresh interpreter
+first run's time. Measured both as a user runs it (``python -m selector.app.cli``, a fresh interpreter
 each time: start-up and imports included) and in-process (``selector.cli.main``, one interpreter,
 imports paid by the first run only).
 
@@ -53,13 +53,13 @@ def command(data: Path, work: Path, settings: list, num_workers: int) -> list:
 def run_subprocess(argv: list) -> float:
     environment = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "selector.cli", *argv], check=True, env=environment,
+    subprocess.run([sys.executable, "-m", "selector.app.cli", *argv], check=True, env=environment,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
 def run_inprocess(argv: list, profiler=None) -> float:
-    from selector.cli import main
+    from selector.app.cli import main
 
     sink = io.StringIO()
     started = time.perf_counter()
@@ -116,8 +116,8 @@ def main() -> None:
         print(f"igpt4 score --indicators clip,length --pool-out, {args.samples} samples "
               f"({args.image_size}x{args.image_size} JPEGs, {megabytes:.0f} MB), tiny open_clip + "
               f"tiny Llama, {args.num_workers} image workers:")
-        runs = [("subprocess", "python -m selector.cli (fresh)", run_subprocess, profile_imports),
-                ("inprocess", "selector.cli.main (in-process)", run_inprocess, profile_rerun)]
+        runs = [("subprocess", "python -m selector.app.cli (fresh)", run_subprocess, profile_imports),
+                ("inprocess", "selector.app.cli.main (in-process)", run_inprocess, profile_rerun)]
         for mode, label, run, profile in runs:
             if args.mode not in ("both", mode):
                 continue
@@ -137,7 +137,7 @@ def profile_imports(argv: list, top: int = 8) -> None:
     """The rerun's imports (``python -X importtime``): total, and the costliest top-level ones."""
     environment = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "selector.cli", *argv],
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "selector.app.cli", *argv],
                             env=environment, capture_output=True, text=True, check=True)
     elapsed = time.perf_counter() - started
     rows = []

@@ -4,7 +4,7 @@ target: 1M samples in <= 60 s and <= 4 GB peak on this machine's 2 CPU cores; be
 approach where it can run at all; and the agreement (adjusted Rand index) of the scalable
 diversity clustering with the exact one.
 
-Pools are synthetic, with the real pool format's shapes (``selector/pool.py``, configs): image and
+Pools are synthetic, with the real pool format's shapes (``selector/scoring/pool.py``, configs): image and
 text PCA features [N, 6] each, indicators clip, reward, length, gpt [N, 4], and the saved PCAs
 (CLIP ViT-bigG-14 image embeddings are 1280 wide, Llama-2-7b hidden states 4096). The image
 features are an overlapping Gaussian mixture (a continuous cloud like the released PCA features,
@@ -56,7 +56,7 @@ def synthetic_image_features(n: int, seed: int = 0):
 def make_pool(path: Path, n: int, seed: int = 0) -> Path:
     import numpy as np
 
-    from selector.pool import FeaturePool
+    from selector.scoring.pool import FeaturePool
 
     if path.is_file():
         return path
@@ -82,8 +82,8 @@ def make_pool(path: Path, n: int, seed: int = 0) -> Path:
 def make_checkpoint(folder: Path, pool_path: Path) -> Path:
     import torch
 
-    from selector.model import SelectorConfig, build, save_checkpoint
-    from selector.pool import FeaturePool
+    from selector.model.network import SelectorConfig, build, save_checkpoint
+    from selector.scoring.pool import FeaturePool
 
     if (folder / "selector.json").is_file():
         return folder
@@ -102,12 +102,12 @@ def peak_mb() -> float:
 
 def child_select(args: Dict[str, Any]) -> Dict[str, Any]:
     """``igpt4 select`` (commands.select), with each stage's time recorded on the way."""
-    import selector.clustering
-    import selector.commands
-    import selector.model
-    import selector.pool
-    import selector.selection
-    from selector.settings import load_settings
+    import selector.selection.clustering
+    import selector.selection.commands
+    import selector.model.network
+    import selector.scoring.pool
+    import selector.selection.rule
+    from selector.core.settings import load_settings
 
     stages: Dict[str, float] = {}
 
@@ -120,17 +120,17 @@ def child_select(args: Dict[str, Any]) -> Dict[str, Any]:
                 stages[name] = stages.get(name, 0.0) + time.perf_counter() - started
         return wrapper
 
-    load = selector.pool.FeaturePool.load.__func__
-    selector.pool.FeaturePool.load = classmethod(timed("load", load))
-    selector.model.score_features = timed("score", selector.model.score_features)
-    selector.clustering.diversity_clusters = timed("cluster",
-                                                   selector.clustering.diversity_clusters)
-    selector.selection.select_diverse_top_k_labels = timed(
-        "quota_top_k", selector.selection.select_diverse_top_k_labels)
-    selector.commands.write_selection = timed("write", selector.commands.write_selection)
+    load = selector.scoring.pool.FeaturePool.load.__func__
+    selector.scoring.pool.FeaturePool.load = classmethod(timed("load", load))
+    selector.model.network.score_features = timed("score", selector.model.network.score_features)
+    selector.selection.clustering.diversity_clusters = timed("cluster",
+                                                   selector.selection.clustering.diversity_clusters)
+    selector.selection.rule.select_diverse_top_k_labels = timed(
+        "quota_top_k", selector.selection.rule.select_diverse_top_k_labels)
+    selector.selection.commands.write_selection = timed("write", selector.selection.commands.write_selection)
     settings = load_settings(None, [f"selection.clustering={args['clustering']}"])
     started = time.perf_counter()
-    selected = selector.commands.select(args["out"], settings, args["pool"], args["checkpoint"])
+    selected = selector.selection.commands.select(args["out"], settings, args["pool"], args["checkpoint"])
     total = time.perf_counter() - started
     manifest = json.loads((Path(args["out"]) / "manifest.json").read_text())
     return {"seconds": total, "peak_mb": peak_mb(), "stages": stages,
@@ -141,8 +141,8 @@ def child_reference_scoring(args: Dict[str, Any]) -> Dict[str, Any]:
     """The original semantics: one attention sequence over the whole pool, unchunked."""
     import numpy as np
 
-    from selector.model import SelectorConfig, build, score_features
-    from selector.pool import FeaturePool
+    from selector.model.network import SelectorConfig, build, score_features
+    from selector.scoring.pool import FeaturePool
 
     pool = FeaturePool.load(args["pool"])
     model = build(SelectorConfig(mode="reference"), seed=0)
@@ -155,8 +155,8 @@ def child_reference_scoring(args: Dict[str, Any]) -> Dict[str, Any]:
 def child_exact(args: Dict[str, Any]) -> Dict[str, Any]:
     import numpy as np
 
-    from selector.clustering import spectral_clusters
-    from selector.pool import FeaturePool
+    from selector.selection.clustering import spectral_clusters
+    from selector.scoring.pool import FeaturePool
 
     image = FeaturePool.load(args["pool"]).image if args.get("pool") else \
         synthetic_image_features(args["n"])
@@ -171,7 +171,7 @@ def child_quota(args: Dict[str, Any]) -> Dict[str, Any]:
     """The quota / top-k rule on N samples: the original's Python sorts vs the array rule."""
     import numpy as np
 
-    from selector.selection import (clusters_from_labels, select_diverse_top_k_labels,
+    from selector.selection.rule import (clusters_from_labels, select_diverse_top_k_labels,
                                     select_diverse_top_k_loop)
 
     n = args["n"]
@@ -198,10 +198,10 @@ def child_ari(args: Dict[str, Any]) -> Dict[str, Any]:
     import numpy as np
     from sklearn.metrics import adjusted_rand_score
 
-    from selector.clustering import scalable_spectral_clusters
+    from selector.selection.clustering import scalable_spectral_clusters
 
     if args.get("reference"):
-        from selector.reference import ReferenceRepo
+        from selector.model.reference import ReferenceRepo
 
         image = ReferenceRepo(Path(args["reference"])).pool().image
     else:
@@ -345,8 +345,8 @@ def main() -> None:
             for seed, path in ((0, labels_path), (1, labels_seed1)):
                 if not path.is_file():
                     code = ("import sys, numpy as np; sys.path.insert(0, %r); "
-                            "from selector.reference import ReferenceRepo; "
-                            "from selector.clustering import spectral_clusters; "
+                            "from selector.model.reference import ReferenceRepo; "
+                            "from selector.selection.clustering import spectral_clusters; "
                             "np.save(%r, spectral_clusters(ReferenceRepo(%r).pool().image, 10, "
                             "10, seed=%d))" % (str(REPO), str(path), str(repo), seed))
                     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

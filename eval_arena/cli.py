@@ -85,7 +85,7 @@ def _judge_cli() -> Any:
 
 
 def _key_values(pairs: List[str]) -> Dict[str, str]:
-    from selector.errors import InputError
+    from selector.core.errors import InputError
 
     out: Dict[str, str] = {}
     for pair in pairs:
@@ -103,9 +103,9 @@ def _tester_settings(name: str, arguments: Dict[str, str], tester: Any) -> Dict[
     another model; the same bytes under another path are the same one)."""
     from pathlib import Path
 
-    from selector.atomic import os_error_line
+    from selector.core.atomic import os_error_line
 
-    from selector.hashing import file_sha256
+    from selector.core.fingerprint import file_sha256
 
     settings: Dict[str, Any] = {"name": name, "args": arguments}
     resolved = getattr(tester, "settings", None)
@@ -137,7 +137,7 @@ def _refuse_eval_overlap(args: argparse.Namespace, names: List[str],
     config, scripted answers, checkout)."""
     from pathlib import Path
 
-    from selector.overlap import refuse_overlap
+    from selector.core.overlap import refuse_overlap
 
     named = {f"--tester-arg {key}": value for key, value in tester_args.items()
              if value and Path(value).expanduser().exists()}
@@ -151,7 +151,7 @@ def _refuse_rerun_overlap(answers_dir: str, metric: str) -> None:
     """``eval rerun`` writes a result file: it must not be one of the answers it reads."""
     from pathlib import Path
 
-    from selector.overlap import refuse_overlap
+    from selector.core.overlap import refuse_overlap
 
     from .runner import _answer_files, rerun_result_path
 
@@ -163,7 +163,7 @@ def _refuse_rerun_overlap(answers_dir: str, metric: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute a parsed ``eval`` command; returns the exit status."""
-    from selector.errors import InputError
+    from selector.core.errors import InputError
 
     if getattr(args, "eval_command", None) == "judge":
         return _judge_cli().run_judge(args)
@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Stand-alone entry point (``python -m eval_arena.cli eval ...``), as ``igpt4`` runs it."""
-    from selector.errors import run_reporting_errors
+    from selector.core.errors import run_reporting_errors
 
     parser = argparse.ArgumentParser(prog="igpt4")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

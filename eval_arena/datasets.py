@@ -57,8 +57,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from selector.errors import InputError
-from selector.jsonio import PathLike, read_json, read_text
+from selector.core.errors import InputError
+from selector.core.jsonio import PathLike, read_json, read_text
 
 GroundTruth = Union[str, List[str]]
 FULL, TINY = "full", "tiny"

@@ -44,13 +44,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from selector.data import IMAGE_TOKEN
-from selector.errors import InputError
-from selector.indicators import IndicatorValue
-from selector.indicators.gpt import ChatOutcome, ChatRequest, OpenAIChat
-from selector.jsonio import PathLike, read_json, read_text, write_json
-from selector.redaction import redact, redact_text
-from selector.store import ReplyStore, Store
+from selector.data.samples import IMAGE_TOKEN
+from selector.core.errors import InputError
+from selector.scoring.indicators import IndicatorValue
+from selector.scoring.indicators.gpt import ChatOutcome, ChatRequest, OpenAIChat
+from selector.core.jsonio import PathLike, read_json, read_text, write_json
+from selector.core.redaction import redact, redact_text
+from selector.scoring.store import ReplyStore, Store
 
 from .datasets import json_line
 from .judge_prompts import PROMPT_SHA256, PROMPT_VERSION, parse_pair, review_messages
@@ -432,7 +432,7 @@ def summarise(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 
 def _write_jsonl(path: Path, rows: Iterable[Dict[str, Any]]) -> None:
     """Atomically (:mod:`selector.atomic`: never half a file), secrets redacted."""
-    from selector.atomic import atomic_open
+    from selector.core.atomic import atomic_open
 
     with atomic_open(path) as handle:
         handle.writelines(json.dumps(redact(row), ensure_ascii=False) + "\n" for row in rows)

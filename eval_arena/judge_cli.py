@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from selector.errors import EXIT_BAD_INPUT, run_reporting_errors
+from selector.core.errors import EXIT_BAD_INPUT, run_reporting_errors
 
 
 def add_judge_parser(eval_subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:
@@ -57,7 +57,7 @@ def add_judge_parser(eval_subparsers: "argparse._SubParsersAction") -> argparse.
 
 
 def run_judge(args: argparse.Namespace) -> int:
-    from selector.overlap import refuse_overlap
+    from selector.core.overlap import refuse_overlap
 
     from .judge import GptJudge, describe, judge
 
@@ -90,7 +90,7 @@ def run_judge(args: argparse.Namespace) -> int:
 
 
 def _same_path(first: str, second: str) -> bool:
-    from selector.overlap import real_path
+    from selector.core.overlap import real_path
 
     return real_path(first) == real_path(second)  # --cache OUT is the default, spelt out
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Union
 
-from selector.errors import InputError
+from selector.core.errors import InputError
 
 GroundTruth = Union[str, Sequence[str]]
 

@@ -54,9 +54,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from selector.compat import ensure_torchvision_importable
-from selector.errors import InputError
-from selector.safeload import weights_only_loads
+from selector.core.compat import ensure_torchvision_importable
+from selector.core.errors import InputError
+from selector.core.safeload import weights_only_loads
 
 ensure_torchvision_importable()  # transformers imports torchvision
 

@@ -31,10 +31,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from selector.atomic import os_error_line
-from selector.errors import InputError
-from selector.hashing import file_sha256
-from selector.jsonio import PathLike, read_json, write_json
+from selector.core.atomic import os_error_line
+from selector.core.errors import InputError
+from selector.core.fingerprint import file_sha256
+from selector.core.jsonio import PathLike, read_json, write_json
 
 from .datasets import TINY, VQADataset
 from .metric import METRICS, accuracy, get_metric
@@ -159,7 +159,7 @@ def predict(tester: Any, dataset: VQADataset, log: PredictionLog, batch_size: in
 
 def fingerprint(settings: Mapping[str, Any]) -> str:
     """The run's settings fingerprint: the store's one canonical-JSON sha256 of settings."""
-    from selector.store import settings_hash
+    from selector.scoring.store import settings_hash
 
     return settings_hash("eval-run", dict(settings))
 

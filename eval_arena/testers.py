@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import (Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union,
                     runtime_checkable)
 
-from selector.errors import InputError
+from selector.core.errors import InputError
 
 DEFAULT_MAX_NEW_TOKENS = 256  # LVLM_evaluation/utils/vqa.py evaluate_VQA's default
 Image = Any  # a path (str) or a PIL image, as the Arena passes them
@@ -87,7 +87,7 @@ class ScriptedTester:
     def from_file(cls, path: Union[str, Path], **kwargs: Any) -> "ScriptedTester":
         """Replay answers from an Arena answers file (``[{question, answer, image_path, ...}]``),
         a ``{question: answer}`` JSON object, or JSONL of ``{image_path?, question, answer}``."""
-        from selector.jsonio import read_json, read_text
+        from selector.core.jsonio import read_json, read_text
 
         from .datasets import json_line
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Dict, List, Optional, Sequence
 
-from selector.errors import InputError
+from selector.core.errors import InputError
 
 HOSTS = ("minigpt4", "lavis")
 
@@ -25,7 +25,7 @@ def require_host() -> List[str]:
         raise InputError(
             "neither MiniGPT-4 nor LAVIS is importable: run from a MiniGPT-4 checkout (its root on "
             "PYTHONPATH) or `pip install salesforce-lavis --no-deps` plus the 'lavis' extra")
-    from selector.compat import ensure_torchvision_importable
+    from selector.core.compat import ensure_torchvision_importable
 
     ensure_torchvision_importable()  # both hosts import torchvision
     return hosts

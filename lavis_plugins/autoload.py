@@ -55,7 +55,7 @@ class _RegisteringLoader(importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         try:
-            from selector.compat import ensure_torchvision_importable
+            from selector.core.compat import ensure_torchvision_importable
 
             ensure_torchvision_importable()  # both hosts import torchvision at once
         except Exception:  # noqa: BLE001 - the host's own import then reports the problem

@@ -20,7 +20,7 @@ from .hosts import Host
 
 
 def _config_path(name: str) -> str:
-    from selector.settings import config_dir
+    from selector.core.settings import config_dir
 
     return str(config_dir() / "datasets" / name / "defaults.yaml")
 
@@ -35,8 +35,8 @@ def _options(config: Any) -> Dict[str, Any]:
 def _select(storage: str, options: Dict[str, Any]):
     """(samples kept, selection or None) for a builder's data (``igpt4:smoke``: the smoke set,
     :mod:`lavis_plugins.smoke`)."""
-    from selector.data import read_pool
-    from selector.run_selection import selection_for_run
+    from selector.data.samples import read_pool
+    from selector.selection.run_selection import selection_for_run
 
     from .smoke import resolve
 
@@ -59,7 +59,7 @@ def builder_classes(host: Host) -> Dict[str, type]:
         DATASET_CONFIG_DICT = {"default": _config_path("cc_sbu_align_selected")}
 
         def build_datasets(self) -> Dict[str, Any]:
-            from selector.errors import InputError
+            from selector.core.errors import InputError
 
             self.build_processors()
             options = _options(self.config)

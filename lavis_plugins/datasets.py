@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from torch.utils.data import Dataset
 from torch.utils.data.dataloader import default_collate
 
-from selector.data import Sample
+from selector.data.samples import Sample
 
 
 class _Base(Dataset):

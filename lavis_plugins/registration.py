@@ -28,7 +28,7 @@ def _classes(host: Host) -> Dict[str, Dict[str, type]]:
 
 
 def _register_into(host: Host) -> List[str]:
-    from selector.errors import InputError
+    from selector.core.errors import InputError
 
     registry = host.registry
     added = []

@@ -62,7 +62,7 @@ def runner_class(host: Any) -> type:
             run = cfg.run_cfg
             output = Path(str(run.output_dir)).expanduser()
             if not output.is_absolute():
-                from selector.paths import runs_dir
+                from selector.core.paths import runs_dir
 
                 output = runs_dir() / output
             run.output_dir = str(output)

@@ -45,7 +45,7 @@ def _version() -> str:
 
 
 def default_folder() -> Path:
-    from selector.paths import user_cache_dir
+    from selector.core.paths import user_cache_dir
 
     return user_cache_dir() / "smoke" / f"{FORMAT}-{_version()}"
 
@@ -64,11 +64,11 @@ def _image(n: int) -> bytes:
 def build(folder: Path) -> Path:
     """Make the smoke set in ``folder`` (which must not exist yet): ``data/`` (cc_sbu_align),
     ``pool.safetensors``, ``selector/`` (checkpoint), ``subsets.json``, ``labels.json``."""
-    from selector.atomic import write_bytes
-    from selector.commands import train_selector
-    from selector.jsonio import write_json
-    from selector.settings import load_settings
-    from selector.synthetic import make_toy_pool, oracle_labels
+    from selector.core.atomic import write_bytes
+    from selector.selection.commands import train_selector
+    from selector.core.jsonio import write_json
+    from selector.core.settings import load_settings
+    from selector.model.synthetic import make_toy_pool, oracle_labels
 
     pool, quality, _ = make_toy_pool(SAMPLES, seed=5)
     pool.save(folder / "pool.safetensors")
@@ -114,7 +114,7 @@ def _is_smoke(value: Any) -> bool:
 def resolve(storage: str, options: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
     """``build_info.storage`` and the ``selector`` options with ``igpt4:smoke`` replaced by the
     smoke set's paths. The smoke checkpoint and pool only fit the smoke data."""
-    from selector.errors import InputError
+    from selector.core.errors import InputError
 
     named = [key for key in ("checkpoint", "pool") if _is_smoke(options.get(key))]
     if not _is_smoke(storage):
@@ -131,7 +131,7 @@ def resolve(storage: str, options: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from selector.errors import run_reporting_errors
+    from selector.core.errors import run_reporting_errors
 
     parser = argparse.ArgumentParser(prog="python -m lavis_plugins.smoke",
                                      description="build the smoke set and print where it is")
@@ -140,7 +140,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     def work() -> int:
         if args.out:
-            from selector.errors import InputError
+            from selector.core.errors import InputError
 
             if Path(args.out).exists():  # a new folder only: never built over anything
                 raise InputError(f"{args.out}: already exists (give a new folder)")

@@ -72,7 +72,7 @@ class TinyMiniGPT4(nn.Module):
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
-        from selector.compat import ensure_torchvision_importable
+        from selector.core.compat import ensure_torchvision_importable
 
         ensure_torchvision_importable()  # transformers imports torchvision
         from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -219,7 +219,7 @@ class TinyMiniGPT4(nn.Module):
         """Load a runner checkpoint (``{"model": state_dict of the trainable part, ...}``),
         weights only: a checkpoint named in a config (or in another checkpoint's saved config)
         never runs code."""
-        from selector.safeload import torch_load
+        from selector.core.safeload import torch_load
 
         state = torch_load(path, "tiny model checkpoint")
         if not isinstance(state, dict):
@@ -251,7 +251,7 @@ class TinyMiniGPT4(nn.Module):
 
 
 def model_config_path() -> str:
-    from selector.settings import config_dir
+    from selector.core.settings import config_dir
 
     return str(config_dir() / "models" / f"{ARCH}.yaml")
 

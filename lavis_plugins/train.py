@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from selector.errors import InputError
+from selector.core.errors import InputError
 
 
 def find_minigpt4_checkout(explicit: Optional[str] = None) -> Optional[Path]:
@@ -88,7 +88,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="default: minigpt4 when a checkout is found, else lavis")
     parser.add_argument("--host-dir", help="MiniGPT-4 checkout (default: $MINIGPT4_DIR or cwd)")
     args = parser.parse_args(argv)
-    from selector.errors import run_reporting_errors
+    from selector.core.errors import run_reporting_errors
 
     return run_reporting_errors(lambda: _train(args), prog="lavis_plugins.train")
 

@@ -15,6 +15,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+# The test folders mirror the packages (tests/selector/<stage>/, tests/lavis_plugins/, ...); a few
+# test modules reuse another's builders by module name (test basenames are unique), so every test
+# folder is importable, whichever of them pytest collects first.
+for _folder in sorted({p.parent for p in TESTS.rglob("test_*.py")}):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 REFERENCE = Path(os.environ.get("IGPT4_REFERENCE",
                                 REPO.parent / "shared" / "reference" / "instructiongpt4"))
 
@@ -71,7 +79,7 @@ def run_cli(*args: str, cwd: Optional[Path] = None,
             env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
     """``igpt4 ARGS`` in a fresh interpreter (exit status and stderr as a user sees them);
     ``env`` adds variables to this process's environment."""
-    return subprocess.run([sys.executable, "-m", "selector.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "selector.app.cli", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd or REPO, timeout=600,
                           env={**os.environ, **(env or {})})
 
@@ -141,9 +149,9 @@ def dotted_name(node) -> str:
 def trained_world(root: Path, samples: int, seed: int, epochs: int, subsets: int = 10) -> Path:
     """``root`` with a toy pool (root/pool.safetensors), ``subsets`` equal subsets and their
     oracle labels (subsets.json, labels.json) and a selector trained on them (root/ckpt)."""
-    from selector.commands import train_selector
-    from selector.settings import load_settings
-    from selector.synthetic import make_toy_pool, oracle_labels
+    from selector.selection.commands import train_selector
+    from selector.core.settings import load_settings
+    from selector.model.synthetic import make_toy_pool, oracle_labels
 
     pool, quality, _ = make_toy_pool(samples, seed=seed)
     pool.save(root / "pool.safetensors")
@@ -162,7 +170,7 @@ def trained_world(root: Path, samples: int, seed: int, epochs: int, subsets: int
 def selected_data(tmp_path_factory):
     """(root, cc_sbu_align folder): 120 generated samples with images, their pool file
     (root/pool.safetensors) and a selector trained on toy labels (root/ckpt)."""
-    from selector.pool import FeaturePool
+    from selector.scoring.pool import FeaturePool
 
     root = trained_world(tmp_path_factory.mktemp("selected"), 120, seed=5, epochs=10)
     ids = FeaturePool.load(root / "pool.safetensors").ids

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from selector.compat import ensure_torchvision_importable
+from selector.core.compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()  # transformers' model modules import torchvision
 
@@ -87,7 +87,7 @@ def tiny_clip(folder: Path, name: str = "igpt4-tiny-clip", seed: int = 0):
 
     import torch
 
-    from selector.indicators.clip import load_open_clip
+    from selector.scoring.indicators.clip import load_open_clip
 
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / f"{name}.json"

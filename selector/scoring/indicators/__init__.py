@@ -1,0 +1,81 @@
+"""Per-sample quality indicators behind one protocol, selectable by name.
+
+An indicator has a ``name``, the ``settings`` that determine its values (hashed into cache keys, so
+a changed setting recomputes only that indicator) and ``score(samples)`` returning one
+:class:`IndicatorValue` per sample: a value, or the reason there is none (a corrupt image, an empty
+answer, a NaN output). A bad sample never stops the others.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from selector.data.samples import Sample
+from selector.core.errors import InputError
+
+
+@dataclass(frozen=True)
+class IndicatorValue:
+    sample_id: str
+    value: Optional[float]
+    problem: Optional[str] = None
+    detail: Dict[str, Any] = field(default_factory=dict)
+
+
+class Indicator:
+    """Base class: subclasses set ``name`` and implement ``settings`` and ``score``.
+
+    ``settings()`` must hold everything that changes the values and nothing secret (it is hashed
+    into cache keys and stored in the cache). ``chunk_size``, when set, overrides the run's chunk
+    size (samples per ``score`` call and per cache transaction): the GPT Batch API path wants one
+    large batch, not many small ones.
+    """
+
+    name: str = ""
+    chunk_size: Optional[int] = None
+    progress: bool = True  # show a progress bar (off on all but the main rank)
+
+    def settings(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def score(self, samples: Sequence[Sample]) -> List[IndicatorValue]:
+        raise NotImplementedError
+
+    def bind(self, work_dir: Path) -> None:
+        """Where the run keeps its state (e.g. submitted batch jobs); most indicators need none."""
+
+    def attach_store(self, store: Any) -> None:
+        """The run's :class:`~selector.store.Store`, given before ``score`` is called: an
+        indicator paid per request (GPT) commits each reply there as it arrives; others ignore
+        it."""
+
+    def estimate(self, samples: Sequence[Sample]) -> Dict[str, Any]:
+        """What scoring ``samples`` would cost (``igpt4 score --dry-run``); free by default."""
+        return {}
+
+
+INDICATOR_MODULES = ("clip", "reward", "length", "gpt")
+_REGISTRY: Dict[str, Callable[..., Indicator]] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    def decorate(cls: type) -> type:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return decorate
+
+
+def create(name: str, **settings: Any) -> Indicator:
+    """An indicator by its registry name (``clip``, ``length``, ...) with its settings."""
+    if name in INDICATOR_MODULES:  # each lives in the module of its name; import only that one
+        importlib.import_module(f"{__name__}.{name}")
+    if name not in _REGISTRY:
+        known = sorted(set(INDICATOR_MODULES) | set(_REGISTRY))
+        raise InputError(f"unknown indicator {name!r} (known: {', '.join(known)})")
+    try:
+        return _REGISTRY[name](**settings)
+    except TypeError as exc:
+        raise InputError(f"indicator {name!r}: {exc}") from None
