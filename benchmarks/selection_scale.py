@@ -101,9 +101,10 @@ def peak_mb() -> float:
 
 
 def child_select(args: Dict[str, Any]) -> Dict[str, Any]:
-    """``igpt4 select`` (commands.select), with each stage's time recorded on the way."""
+    """``igpt4 select`` (selection.select.select), with each stage's time recorded on the way."""
     import selector.selection.clustering
-    import selector.selection.commands
+    import selector.selection.select
+    import selector.selection.write
     import selector.model.network
     import selector.scoring.pool
     import selector.selection.rule
@@ -127,10 +128,10 @@ def child_select(args: Dict[str, Any]) -> Dict[str, Any]:
                                                    selector.selection.clustering.diversity_clusters)
     selector.selection.rule.select_diverse_top_k_labels = timed(
         "quota_top_k", selector.selection.rule.select_diverse_top_k_labels)
-    selector.selection.commands.write_selection = timed("write", selector.selection.commands.write_selection)
+    selector.selection.select.write_selection = timed("write", selector.selection.write.write_selection)
     settings = load_settings(None, [f"selection.clustering={args['clustering']}"])
     started = time.perf_counter()
-    selected = selector.selection.commands.select(args["out"], settings, args["pool"], args["checkpoint"])
+    selected = selector.selection.select.select(args["out"], settings, args["pool"], args["checkpoint"])
     total = time.perf_counter() - started
     manifest = json.loads((Path(args["out"]) / "manifest.json").read_text())
     return {"seconds": total, "peak_mb": peak_mb(), "stages": stages,
@@ -201,7 +202,7 @@ def child_ari(args: Dict[str, Any]) -> Dict[str, Any]:
     from selector.selection.clustering import scalable_spectral_clusters
 
     if args.get("reference"):
-        from selector.model.reference import ReferenceRepo
+        from selector.scoring.reference import ReferenceRepo
 
         image = ReferenceRepo(Path(args["reference"])).pool().image
     else:
@@ -345,7 +346,7 @@ def main() -> None:
             for seed, path in ((0, labels_path), (1, labels_seed1)):
                 if not path.is_file():
                     code = ("import sys, numpy as np; sys.path.insert(0, %r); "
-                            "from selector.model.reference import ReferenceRepo; "
+                            "from selector.scoring.reference import ReferenceRepo; "
                             "from selector.selection.clustering import spectral_clusters; "
                             "np.save(%r, spectral_clusters(ReferenceRepo(%r).pool().image, 10, "
                             "10, seed=%d))" % (str(REPO), str(path), str(repo), seed))

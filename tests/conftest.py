@@ -149,7 +149,7 @@ def dotted_name(node) -> str:
 def trained_world(root: Path, samples: int, seed: int, epochs: int, subsets: int = 10) -> Path:
     """``root`` with a toy pool (root/pool.safetensors), ``subsets`` equal subsets and their
     oracle labels (subsets.json, labels.json) and a selector trained on them (root/ckpt)."""
-    from selector.selection.commands import train_selector
+    from selector.model.fit import train_selector
     from selector.core.settings import load_settings
     from selector.model.synthetic import make_toy_pool, oracle_labels
 

@@ -218,31 +218,39 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from selector.selection import commands
+    from selector.app.command_overlap import refuse_command_overlap
+    from selector.core.provenance import log
 
-    commands.refuse_command_overlap(args)  # before anything is written: outputs vs inputs
+    refuse_command_overlap(args)  # before anything is written: outputs vs inputs
     _check_counts(args)
     image_mode = "copy" if getattr(args, "copy_images", False) else "link"
     if args.command == "reference-select":
-        selected = commands.reference_select(args.repo, args.out, args.data, args.num, image_mode,
+        from selector.selection.reference_select import reference_select
+
+        selected = reference_select(args.repo, args.out, args.data, args.num, image_mode,
                                              args.skip_invalid)
-        commands.log(f"selected {len(selected)} samples -> {args.out}/filter_cap.json "
+        log(f"selected {len(selected)} samples -> {args.out}/filter_cap.json "
                      f"(manifest: {args.out}/manifest.json)")
     elif args.command == "train-selector":
-        report = commands.train_selector(args.out, _settings(args), args.pool, args.subsets,
+        from selector.model.fit import train_selector
+
+        report = train_selector(args.out, _settings(args), args.pool, args.subsets,
                                          args.labels, args.repo)
-        commands.log(f"selector checkpoint -> {args.out} (best epoch {report['best_epoch']}, "
+        log(f"selector checkpoint -> {args.out} (best epoch {report['best_epoch']}, "
                      f"held-out MSE {report['final'].get('val_mse', float('nan')):.4f})")
     elif args.command == "select":
         from selector.core.settings import settings_from_layers, user_layers
 
         extra = [f"selection.num_samples={args.num}"] if args.num is not None else []
         layers = user_layers(args.config, list(args.overrides) + extra)  # read and parsed once
-        selected = commands.select(args.out, settings_from_layers("selector/default.yaml", layers),
+        from selector.model.fit import model_keys_set
+        from selector.selection import select as select_command
+
+        selected = select_command.select(args.out, settings_from_layers("selector/default.yaml", layers),
                                    args.pool, args.checkpoint, args.clusters, args.baseline,
                                    args.data, args.captions, image_mode, args.skip_invalid,
-                                   commands.model_keys_set(layers))
-        commands.log(f"selected {len(selected)} samples -> {args.out}")
+                                   model_keys_set(layers))
+        log(f"selected {len(selected)} samples -> {args.out}")
     elif args.command == "score":
         from selector.scoring.score import score
         from selector.core.settings import load_settings
@@ -261,7 +269,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.report:
             pool.write_skip_report(args.report)
         for skipped in pool.skipped:
-            commands.log(skipped.line())
+            log(skipped.line())
         print(f"{pool.source} ({pool.kind}, {pool.encoding}): {len(pool)} valid samples, "
               f"{len(pool.skipped)} invalid")
         return EXIT_BAD_INPUT if pool.skipped else 0
@@ -272,7 +280,7 @@ def _run(args: argparse.Namespace) -> int:
         parsed, flagged = parse_reply_file(args.replies)
         write_json(args.out, {"annotations": parsed, "flagged": flagged}, indent=4)
         for item in flagged:
-            commands.log(f"{args.replies}: sample {item['sample']}: {item['problem']}")
+            log(f"{args.replies}: sample {item['sample']}: {item['problem']}")
         print(f"{len(parsed)} scores -> {args.out}; {len(flagged)} replies flagged")
         return EXIT_BAD_INPUT if flagged and args.strict else 0
     elif args.command == "report":
@@ -280,7 +288,7 @@ def _run(args: argparse.Namespace) -> int:
 
         path = report_command(args.selection, args.pool, args.checkpoint, args.data, args.out,
                               args.examples)
-        commands.log(f"report -> {path}")
+        log(f"report -> {path}")
     elif args.command == "eval":
         from eval_arena.cli import run as run_eval
 
@@ -299,7 +307,7 @@ def _run(args: argparse.Namespace) -> int:
         from selector.app.pipeline import run_pipeline
 
         pipeline = run_pipeline(args.config, args.overrides, args.start, args.until, args.force)
-        commands.log(f"pipeline -> {pipeline.work} (run_manifest.json)")
+        log(f"pipeline -> {pipeline.work} (run_manifest.json)")
     elif args.command == "configs":
         from selector.core.settings import config_dir
 

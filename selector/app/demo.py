@@ -22,7 +22,7 @@ TOY_NOTICE = ("demo: TOY data and models: procedurally drawn shapes with generat
 
 def run_demo(out: PathLike, samples: Optional[int] = None, seed: int = 0,
              extra: Optional[List[str]] = None) -> Dict[str, Any]:
-    from selector.selection.commands import log
+    from selector.core.provenance import log
     from selector.app.pipeline import run_pipeline
     from selector.selection.rule import random_k
     from selector.core.settings import Layer

@@ -388,7 +388,7 @@ class Pipeline:
                              "the demo would replace it: choose another work folder")
 
     def write_manifest(self, seconds: float, paused: Optional[str]) -> None:
-        from selector.selection.commands import package_versions
+        from selector.core.provenance import package_versions
 
         write_json(self.work / "run_manifest.json", {
             "recipe": self.recipe.source, "settings": self.recipe.settings,
@@ -508,7 +508,7 @@ class Pipeline:
                                     ("selector",))
 
     def stage_train_selector(self) -> List[Path]:
-        from selector.selection.commands import train_selector
+        from selector.model.fit import train_selector
 
         subsets = self.work / "subsets" / "subsets.json"
         labels_file = self.work / "labels.json"
@@ -611,7 +611,7 @@ class Pipeline:
 def run_pipeline(config: PathLike, overrides: Sequence[str] = (), start: Optional[str] = None,
                  until: Optional[str] = None, force: bool = False,
                  flags: Sequence[Any] = ()) -> Pipeline:
-    from selector.selection.commands import log
+    from selector.core.provenance import log
 
     pipeline = Pipeline(Recipe.load(config, overrides, flags), log=log)
     pipeline.run(start, until, force)

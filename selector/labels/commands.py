@@ -11,7 +11,7 @@ from selector.labels.subsets import (ARENA_DATASETS, DEFAULT_K, SplitLayout, bal
 
 
 def _log(message: str) -> None:
-    from selector.selection.commands import log
+    from selector.core.provenance import log
 
     log(message)
 
@@ -27,7 +27,7 @@ def split_command(out: PathLike, data: PathLike, pool: Optional[PathLike] = None
                   drop_remainder: bool = False, image_mode: str = "link") -> SplitLayout:
     """Balanced k-means++ subsets of the pool's image features (or the subsets of ``subsets``,
     e.g. the released ``cluster/kmeans++/modified.json``), exported for fine-tuning."""
-    from selector.selection.commands import package_versions
+    from selector.core.provenance import package_versions
     from selector.scoring.pool import FeaturePool, read_subsets
 
     from selector.core.schema import SEED_LIMIT

@@ -593,7 +593,7 @@ def _has_results(folder: Path) -> bool:
 def _is_reference_layout(path: Path) -> bool:
     if not (path / "labels.json").is_file():
         return False  # cheap test first: importing selector.reference imports torch
-    from selector.model.reference import KMEANS_SUBSETS, LABELS
+    from selector.scoring.reference import KMEANS_SUBSETS, LABELS
 
     return (path / LABELS).is_file() and (path / KMEANS_SUBSETS).is_file()
 
@@ -621,7 +621,7 @@ def _find_sources(path: Path, source: LabelSource) -> None:
         source.described.append(f"split {path}")
         return
     if _is_reference_layout(path):
-        from selector.model.reference import ReferenceRepo
+        from selector.scoring.reference import ReferenceRepo
 
         repo = ReferenceRepo(path)
         labels, subsets = repo.labels(), repo.kmeans_subsets()

@@ -28,10 +28,10 @@ import torch
 from torch import nn
 
 from selector.core.errors import InputError
+from selector.scoring.reference import REFERENCE_INDICATORS
 from selector.core.jsonio import PathLike, read_json, write_json
 
 MODES = ("default", "reference")
-REFERENCE_INDICATORS = ("clip", "reward", "length", "gpt")
 #: The original multiplied these indicators by 10 before the network.
 REFERENCE_INDICATOR_SCALE = {"clip": 1.0, "reward": 10.0, "length": 10.0, "gpt": 1.0}
 WEIGHTS_FILE, CONFIG_FILE = "selector.safetensors", "selector.json"

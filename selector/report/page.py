@@ -604,7 +604,7 @@ def _flatten(value: Any, prefix: str = "") -> List[Tuple[str, Any]]:
 
 
 def report_versions() -> Dict[str, str]:
-    from selector.selection.commands import package_versions
+    from selector.core.provenance import package_versions
 
     return package_versions(("instructiongpt4", "numpy", "scipy", "matplotlib", "Pillow"))
 
@@ -867,7 +867,7 @@ def report_command(selection: PathLike, pool: PathLike, checkpoint: Optional[Pat
         manifest, _ = read_manifest(selection)
         recorded = (manifest.get("settings") or {}).get("checkpoint")
         if recorded and recorded != "None" and Path(recorded).exists():
-            from selector.selection.commands import log
+            from selector.core.provenance import log
 
             log(f"report: cross-validation from the checkpoint recorded in the manifest: "
                 f"{recorded}")

@@ -73,7 +73,7 @@ def selection_for_run(storage: PathLike, options: Dict[str, Any],
     that), ``selection`` (overrides of the selection settings). Copies the selection's manifest
     into ``output_dir`` when given.
     """
-    from selector.selection.commands import select
+    from selector.selection.select import select
     from selector.model.network import load_checkpoint
     from selector.core.settings import load_settings
 

@@ -170,7 +170,7 @@ def test_lavis_smoke_block(tmp_path):
 def stage2_data(tmp_path_factory):
     """(root, cc_sbu_align folder) with 240 samples (stage 2 selects 200): pool, selector."""
     from conftest import make_cc_sbu_align
-    from selector.selection.commands import train_selector
+    from selector.model.fit import train_selector
     from selector.core.settings import load_settings
     from selector.model.synthetic import make_toy_pool, oracle_labels
 

@@ -315,8 +315,8 @@ def test_select_with_a_malicious_released_checkpoint(tmp_path, marker, capsys):
 
 def _fake_reference_repo(root: Path, marker: Path, evil: str) -> Path:
     """The original layout with 12 samples; the file named ``evil`` is the payload."""
-    from selector.model import reference as ref
-    from selector.model.network import REFERENCE_INDICATORS
+    from selector.scoring import reference as ref
+    from selector.scoring.reference import REFERENCE_INDICATORS
 
     ids = [str(i) for i in range(12)]
     files = {
@@ -343,7 +343,7 @@ def _fake_reference_repo(root: Path, marker: Path, evil: str) -> Path:
 
 @pytest.mark.parametrize("evil", ["IMAGE_MATRIX", "TEXT_MATRIX", "CHECKPOINT"])
 def test_reference_select_with_malicious_released_files(tmp_path, marker, capsys, evil):
-    from selector.model import reference as ref
+    from selector.scoring import reference as ref
 
     repo = _fake_reference_repo(tmp_path / "repo", marker, evil)
     line = _cli(capsys, "reference-select", "--repo", repo, "--out", tmp_path / "out",
@@ -353,7 +353,7 @@ def test_reference_select_with_malicious_released_files(tmp_path, marker, capsys
 
 @pytest.mark.parametrize("evil", ["SUBSET_IMAGE_MATRIX", "SUBSET_TEXT_MATRIX"])
 def test_train_selector_on_a_repo_with_malicious_matrices(tmp_path, marker, capsys, evil):
-    from selector.model import reference as ref
+    from selector.scoring import reference as ref
 
     repo = _fake_reference_repo(tmp_path / "repo", marker, evil)
     line = _cli(capsys, "train-selector", "--repo", repo, "--out", tmp_path / "ckpt")

@@ -44,7 +44,7 @@ def one_line(capsys, argv: List[str], *fragments: str, after_work: bool = False)
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A small pool, its subsets and labels, a trained checkpoint and a selection."""
-    from selector.selection.commands import select
+    from selector.selection.select import select
     from selector.scoring.pool import FeaturePool
     from selector.core.settings import load_settings
 
@@ -550,12 +550,12 @@ def test_disk_errors_while_writing(capsys, monkeypatch, tmp_path, files, code, r
 ])
 def test_os_errors_anywhere_are_one_line(capsys, monkeypatch, tmp_path, exc, fragment):
     """The last resort of every entry point (selector.errors.run_reporting_errors)."""
-    import selector.selection.commands
+    import selector.selection.select
 
     def fail(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(selector.selection.commands, "select", fail)
+    monkeypatch.setattr(selector.selection.select, "select", fail)
     argv = ["select", "--pool", tmp_path / "p.safetensors", "--baseline", "random", "--out",
             tmp_path / "out"]
     one_line(capsys, argv, fragment)
@@ -566,12 +566,12 @@ def test_os_errors_anywhere_are_one_line(capsys, monkeypatch, tmp_path, exc, fra
 @pytest.mark.parametrize("exc", [OSError("a bug of ours"), ConnectionRefusedError(
     errno.ECONNREFUSED, "Connection refused"), OSError(errno.EINVAL, "Invalid argument")])
 def test_other_os_errors_keep_their_traceback(monkeypatch, tmp_path, exc):
-    import selector.selection.commands
+    import selector.selection.select
 
     def fail(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(selector.selection.commands, "select", fail)
+    monkeypatch.setattr(selector.selection.select, "select", fail)
     with pytest.raises(type(exc)):
         main(["select", "--pool", str(tmp_path / "p"), "--baseline", "random", "--out",
               str(tmp_path / "out")])

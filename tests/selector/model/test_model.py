@@ -9,7 +9,7 @@ from torch import nn
 from selector.core.errors import InputError
 from selector.model.network import (SelectorConfig, build, load_checkpoint, load_reference_checkpoint,
                             save_checkpoint, score_features)
-from selector.model.reference import CHECKPOINT, ReferenceRepo
+from selector.scoring.reference import CHECKPOINT, ReferenceRepo
 
 
 def original_scores(state, features: np.ndarray) -> np.ndarray:

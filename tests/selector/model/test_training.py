@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from selector.model.network import SelectorConfig
-from selector.model.reference import ReferenceRepo
+from selector.scoring.reference import ReferenceRepo
 from selector.model.training import (SubsetData, TrainConfig, cross_validate, fit, indicator_means,
                                predict_subsets)
 

@@ -27,7 +27,8 @@ from selector.core.errors import InputError
 
 pytest.importorskip("matplotlib", reason="matplotlib is not installed (the 'report' extra)")
 
-from selector.selection.commands import select, train_selector  # noqa: E402
+from selector.model.fit import train_selector  # noqa: E402
+from selector.selection.select import select  # noqa: E402
 from selector.model.synthetic import make_toy_pool  # noqa: E402
 from selector.core.jsonio import write_json  # noqa: E402
 from selector.report.page import (SECTIONS, THUMBNAIL_PX, report_command, thumbnail,  # noqa: E402
@@ -378,8 +379,8 @@ def test_renders_in_headless_chromium(chromium, made, tmp_path):
 def test_report_on_the_released_selection(reference_dir, tmp_path):
     """The released 200 of cc_sbu_align's 3439: the cluster table follows the paper's quota rule
     on the released spectral clusters, and the real captions are shown escaped."""
-    from selector.selection.commands import reference_select
-    from selector.model.reference import ReferenceRepo
+    from selector.selection.reference_select import reference_select
+    from selector.scoring.reference import ReferenceRepo
 
     repo = ReferenceRepo(reference_dir)
     reference_select(reference_dir, tmp_path / "sel")

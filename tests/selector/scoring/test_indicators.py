@@ -12,7 +12,7 @@ from selector.data.samples import Sample, Turn, read_cc_sbu_align, read_conversa
 from selector.core.errors import InputError
 from selector.scoring.indicators import create
 from selector.scoring.indicators.clip import sentences
-from selector.model.reference import ReferenceRepo
+from selector.scoring.reference import ReferenceRepo
 
 TINY_CLIP = {
     "embed_dim": 32,

@@ -65,7 +65,7 @@ def test_agreement_with_exact_on_a_small_pool():
 
 
 def test_agreement_with_exact_on_the_released_pool(reference_dir):
-    from selector.model.reference import ReferenceRepo
+    from selector.scoring.reference import ReferenceRepo
 
     image = ReferenceRepo(reference_dir).pool().image  # 3439 x 6, the released PCA features
     exact = spectral_clusters(image, 10, 10, seed=0)
@@ -107,7 +107,7 @@ def test_bad_clustering_settings_are_input_errors():
 
 @pytest.mark.filterwarnings("ignore:Graph is not fully connected")
 def test_select_uses_the_configured_clustering(tmp_path):
-    from selector.selection.commands import select
+    from selector.selection.select import select
     from selector.model.network import SelectorConfig, build, save_checkpoint
     from selector.scoring.pool import FeaturePool
     from selector.core.settings import load_settings

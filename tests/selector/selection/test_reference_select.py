@@ -8,7 +8,7 @@ import torch
 
 from conftest import make_cc_sbu_align, run_cli
 from selector.data.samples import read_cc_sbu_align
-from selector.model.reference import CHECKPOINT, ReferenceRepo
+from selector.scoring.reference import CHECKPOINT, ReferenceRepo
 from test_model import original_scores
 
 

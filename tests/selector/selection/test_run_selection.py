@@ -6,7 +6,8 @@ import json
 import pytest
 
 from conftest import make_cc_sbu_align
-from selector.selection.commands import select, train_selector
+from selector.model.fit import train_selector
+from selector.selection.select import select
 from selector.model.synthetic import make_toy_pool, oracle_labels
 from selector.core.errors import InputError
 from selector.selection.run_selection import selection_for_run

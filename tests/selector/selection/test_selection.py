@@ -154,7 +154,7 @@ def test_array_rule_reproduces_the_released_selection_inputs(reference_dir):
     """The released checkpoint's scores and spectral clusters, int()-truncated ranking, no
     fill-up: the case whose tie order decides the released 200."""
     from selector.model.network import load_reference_checkpoint, score_features
-    from selector.model.reference import CHECKPOINT, ReferenceRepo
+    from selector.scoring.reference import CHECKPOINT, ReferenceRepo
 
     repo = ReferenceRepo(reference_dir)
     pool = repo.pool()

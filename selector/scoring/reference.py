@@ -14,7 +14,6 @@ import numpy as np
 
 from selector.core.errors import InputError
 from selector.core.jsonio import read_json
-from selector.model.network import REFERENCE_INDICATORS
 from selector.scoring.pool import FeaturePool, read_labels, read_subsets
 
 FULL_SCORES = "cc_sbu_align_test/full_score_data.json"
@@ -29,6 +28,8 @@ LABELS = "labels.json"
 CHECKPOINT = "selector/ckpt/nhead4_res0_LayerNum2_featsize6_epoch20/best_model.pth"
 GPT_REPLIES = "cc_sbu_align_test/gpt4score/gpt4_score_new.json"
 GPT_SCORES = "cc_sbu_align_test/gpt4score/gpt_final_score.json"
+#: the released indicator columns, in the order of the released feature tensors
+REFERENCE_INDICATORS = ("clip", "reward", "length", "gpt")
 
 
 def load_tensor(path: Path) -> np.ndarray:

@@ -1,0 +1,138 @@
+"""``igpt4 train-selector``: fit the selector on labelled subsets (with cross-validation), and the
+rules for which model settings a trained checkpoint fixes and which a scoring run may change."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from selector.core.errors import InputError
+from selector.core.jsonio import PathLike, write_json
+from selector.core.provenance import log, package_versions
+
+
+def load_training_data(pool_path: Optional[PathLike],
+                       subsets_path: Optional[PathLike], labels_path: Optional[PathLike],
+                       repo: Optional[PathLike]):
+    """(SubsetData, image_dim, text_dim, indicator_names) from our files or the original layout."""
+    from selector.scoring.reference import REFERENCE_INDICATORS
+    from selector.scoring.pool import FeaturePool, match_labels, read_labels, read_subsets
+    from selector.model.training import SubsetData
+
+    if repo is not None:
+        from selector.scoring.reference import ReferenceRepo
+
+        reference = ReferenceRepo(Path(repo))
+        sets = reference.fitting_sets()
+        labels = reference.fitting_labels()
+        data = SubsetData.from_lists(list(sets), labels, [str(i) for i in range(len(labels))])
+        return data, 6, 6, list(REFERENCE_INDICATORS)
+    if not (pool_path and subsets_path and labels_path):
+        raise InputError("train-selector needs --pool, --subsets and --labels (or --repo)")
+    from selector.model.training import check_labels_vary
+
+    pool = FeaturePool.load(pool_path)
+    subsets, by_subset = read_subsets(subsets_path), read_labels(labels_path)
+    unlabelled = [name for name in subsets if name not in by_subset]
+    if unlabelled:  # dropping them without a word would train on part of the split
+        raise InputError(f"{labels_path}: subset {unlabelled[0]!r} of {subsets_path} has no label "
+                         f"({len(unlabelled)} of {len(subsets)} unlabelled); label every subset, "
+                         "or give a subsets file without the unlabelled ones")
+    names, members, labels = match_labels(subsets, by_subset, str(labels_path))
+    check_labels_vary(labels, names, str(labels_path))
+    data = SubsetData.from_pool(pool, members, labels, names)
+    return data, pool.image.shape[1], pool.text.shape[1], pool.indicator_names
+
+
+def train_selector(out: PathLike, settings: Dict[str, Any], pool: Optional[PathLike] = None,
+                   subsets: Optional[PathLike] = None, labels: Optional[PathLike] = None,
+                   repo: Optional[PathLike] = None) -> Dict[str, Any]:
+    from selector.model.network import SelectorConfig, save_checkpoint
+    from selector.model.training import TrainConfig, cross_validate, fit, training_metadata
+
+    data, image_dim, text_dim, names = load_training_data(pool, subsets, labels, repo)
+    model_settings = dict(settings["model"])
+    if model_settings.get("mode", "default") == "default" and "context_size" in model_settings:
+        model_settings["context_size"] = int(data.mask.sum(axis=1).max())
+    config = SelectorConfig.from_dict({**model_settings, "image_dim": image_dim,
+                                       "text_dim": text_dim, "indicator_names": list(names)})
+    train_settings = dict(settings["training"])
+    run_cv = bool(train_settings.pop("cross_validate", True))
+    train = TrainConfig.from_dict(train_settings)
+    started = time.time()
+    result = fit(data, config, train, progress=True)
+    report: Dict[str, Any] = {"subsets": len(data), "samples_per_subset": int(data.mask.sum(1).max()),
+                              **training_metadata(result, train),
+                              "fit_seconds": round(time.time() - started, 2)}
+    if run_cv:
+        cv = cross_validate(data, config, train)
+        report["cross_validation"] = cv.to_dict()
+        log(cv.table())
+        if cv.warning():
+            log(cv.warning())
+    save_checkpoint(result.model, out, {**report, "inputs": {
+        "pool": str(pool) if pool else None, "subsets": str(subsets) if subsets else None,
+        "labels": str(labels) if labels else None, "repo": str(repo) if repo else None},
+        "versions": package_versions()})
+    write_json(Path(out) / "training_report.json", report)
+    return report
+
+
+#: model settings a selector learns (or is built with) at train-selector time: its checkpoint fixes them
+LEARNED_MODEL_KEYS = ("mode", "n_heads", "n_layers", "residual", "context_size")
+
+
+#: how a trained selector scores a pool: the checkpoint's values unless this run sets them
+SCORING_MODEL_KEYS = ("score_rounds", "score_seed")
+
+
+def model_keys_set(layers: Sequence[Any]) -> List[str]:
+    """The ``model.*`` keys the user's ``--config`` file or ``--set`` overrides set (their
+    :func:`selector.settings.user_layers`, not the shipped defaults): what a select run asks
+    for."""
+    keys: List[str] = []
+    for layer in layers:
+        block = layer.get(("model",))
+        if isinstance(block, dict):
+            keys += [str(key) for key in block if str(key) not in keys]
+    return keys
+
+
+def requested_model_settings(settings: Dict[str, Any],
+                             keys: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """The ``model.*`` values a select run asks for: those of ``keys`` (:func:`model_keys_set`),
+    or, when the caller does not know them (a library call with merged settings), those that
+    differ from the shipped defaults: a value equal to the shipped default then means "the
+    checkpoint's"."""
+    values = settings.get("model") or {}
+    if keys is not None:
+        return {key: values[key] for key in keys if key in values}
+    from selector.core.settings import load_settings
+
+    shipped = load_settings(None, [])["model"]
+    missing = object()
+    return {key: value for key, value in values.items()
+            if shipped.get(key, missing) != value or type(shipped.get(key)) is not type(value)}
+
+
+def apply_model_settings(model: Any, requested: Dict[str, Any], checkpoint: Any) -> Dict[str, Any]:
+    """Apply the scoring-time settings a run asks for to the loaded selector; refuse a learned one
+    that differs from the checkpoint's. Returns the model settings actually used (recorded)."""
+    import dataclasses
+
+    config = model.config
+    for key in LEARNED_MODEL_KEYS:
+        if key in requested and requested[key] != getattr(config, key):
+            raise InputError(f"model.{key}={requested[key]!r}: {key} is learned by train-selector "
+                             f"({checkpoint} has {getattr(config, key)!r}); retrain to change it")
+    scoring = {key: requested[key] for key in SCORING_MODEL_KEYS if key in requested}
+    if scoring and config.mode == "reference":
+        key = next(iter(scoring))
+        raise InputError(f"model.{key}={scoring[key]!r}: {checkpoint} is a reference-mode "
+                         "selector, which scores the whole pool at once (no rounds, no seed)")
+    if scoring:
+        model.config = dataclasses.replace(config, **scoring)
+    used = {key: getattr(model.config, key) for key in LEARNED_MODEL_KEYS + SCORING_MODEL_KEYS}
+    if model.config.mode == "reference":
+        used.update(score_rounds=None, score_seed=None)  # not used by a reference-mode selector
+    return used
