@@ -28,18 +28,18 @@ import argparse
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# "tiny": the test suite's model (tests/tiny_models.py: 32 px input, 1 layer of width 16 per tower).
+# "tiny": the test suite's model (selector/app/toy/clip.py: 32 px input, 1 layer of width 16 per
+# tower).
 # "small": the real models' input pipeline (224 px, ViT-B/32's patching and 77-token text) with
 # 2-layer towers of width 64: small enough for CPU, large enough that the towers do real work.
 MODELS = {
-    "tiny": None,  # taken from tests/tiny_models.py
+    "tiny": None,  # taken from selector/app/toy/clip.py (TINY_CLIP)
     "small": {
         "embed_dim": 64,
         "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "head_width": 32,
@@ -106,8 +106,7 @@ def make_model(folder: Path, which: str, seed: int = 0):
     from selector.scoring.indicators.clip import load_open_clip
 
     if MODELS[which] is None:
-        sys.path.insert(0, str(REPO / "tests"))
-        from tiny_models import tiny_clip
+        from selector.app.toy.clip import tiny_clip
 
         name = "igpt4-bench-clip-tiny"
         config, checkpoint = tiny_clip(folder, name, seed)

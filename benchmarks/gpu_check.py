@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "benchmarks"), str(REPO / "tests")]
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 CPU_SMOKE = REPO / "configs" / "minigpt4" / "cpu_smoke.yaml"
 
 #: dense (no sparsity) bf16 tensor-core peaks, TFLOPS, by a substring of the CUDA device name;
@@ -108,7 +108,7 @@ class Check:
     def tokenizer_folder(self, folder: Path, causal: bool) -> Path:
         """A WordPiece tokenizer trained on the generated captions (about one token a word, as
         the real tokenizers), BOS-first for the causal LM."""
-        from tiny_models import train_tokenizer
+        from selector.app.toy.text import train_tokenizer
 
         texts = [s.answer for s in self.samples(64)]
         return train_tokenizer(folder, texts, vocab_size=400, pair_template=not causal,
@@ -143,7 +143,7 @@ class Check:
         from selector.scoring.indicators import create
 
         if self.small:
-            from tiny_models import TINY_CLIP
+            from selector.app.toy.clip import TINY_CLIP
 
             config = self.tmp / "igpt4-check-clip.json"
             config.write_text(json.dumps(TINY_CLIP))
@@ -203,7 +203,7 @@ class Check:
 
         folder = self.tmp / "reward"
         if self.small:
-            from tiny_models import tiny_reward_model
+            from selector.app.toy.text import tiny_reward_model
 
             tiny_reward_model(folder)
         else:
@@ -240,11 +240,11 @@ class Check:
     def text_features(self) -> str:
         import torch
 
-        from selector.scoring.embedders import CausalLMTextEmbedder
+        from selector.scoring.embedders import create_embedder
 
         folder = self.tmp / "llama"
         if self.small:
-            from tiny_models import tiny_llama
+            from selector.app.toy.text import tiny_llama
 
             tiny_llama(folder)
         else:
@@ -261,8 +261,8 @@ class Check:
             del model
             self.free()
         count = self.count(512)
-        embedder = CausalLMTextEmbedder(str(folder), device=self.device, precision="bf16",
-                                        progress=False)
+        embedder = create_embedder("causal_lm", model=str(folder), device=self.device,
+                                   precision="bf16", progress=False)
         started = time.perf_counter()
         model, tokenizer = embedder.load()
         loaded = time.perf_counter() - started
@@ -394,11 +394,13 @@ class Check:
         return f"{len(records)} answers in {seconds:.1f} s (with start-up), on {where}"
 
     def score_accelerate(self) -> str:
-        from tiny_models import tiny_clip, tiny_reward_model, tiny_score_settings
+        from selector.app.toy.clip import tiny_clip
+        from selector.app.toy.models import tiny_score_settings
+        from selector.app.toy.text import tiny_reward_model
 
         models = self.tmp / "score-models"
         config, checkpoint = tiny_clip(models, "igpt4-check-score-clip")
-        from tiny_models import tiny_llama
+        from selector.app.toy.text import tiny_llama
 
         llama = tiny_llama(models / "llama")
         reward = tiny_reward_model(models / "reward")

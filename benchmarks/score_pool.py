@@ -19,11 +19,15 @@ def measure(samples: int, rounds: int) -> None:
     import numpy as np
     import torch
 
+    from selector.core.settings import load_settings
     from selector.model.network import SelectorConfig, build, score_features
+    from selector.scoring.reference import REFERENCE_INDICATORS
 
     torch.set_num_threads(2)
     features = np.random.default_rng(0).normal(size=(samples, 16)).astype(np.float32)
-    model = build(SelectorConfig(context_size=114, score_rounds=rounds), seed=0)
+    model = build(SelectorConfig(**{**load_settings(None, [])["model"], "image_dim": 6,
+                                    "text_dim": 6, "indicator_names": list(REFERENCE_INDICATORS),
+                                    "context_size": 114, "score_rounds": rounds}), seed=0)
     started = time.perf_counter()
     scores = score_features(model, features)
     elapsed = time.perf_counter() - started

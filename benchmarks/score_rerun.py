@@ -2,7 +2,7 @@
 
 A generated cc_sbu_align folder (JPEGs with random shapes, captions of several sentences) is
 scored with ``--indicators clip,length`` and ``--pool-out`` (CLIP image + causal-LM text
-embeddings, pool-wide PCA) using the test suite's tiny models (tests/tiny_models.py: tiny open_clip,
+embeddings, pool-wide PCA) using the test suite's tiny models (selector/app/toy: tiny open_clip,
 2-layer Llama), then the same command is run again on the same work dir: everything is cached, so
 the rerun only hashes every image file, looks the hashes up in SQLite, loads the .npy shards,
 refits the PCA and writes the exports. Target (cache issue): the rerun takes at most 5% of the
@@ -26,14 +26,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def build_inputs(root: Path, samples: int, image_size: int) -> tuple:
     """(data folder, the ``--set`` options naming the tiny models)."""
     from clip_throughput import make_data
-    from tiny_models import tiny_clip, tiny_llama, tiny_score_settings
+    from selector.app.toy.clip import tiny_clip
+    from selector.app.toy.models import tiny_score_settings
+    from selector.app.toy.text import tiny_llama
 
     config, checkpoint = tiny_clip(root / "models" / "clip", "igpt4-rerun-clip")
     llama = tiny_llama(root / "models" / "llama")

@@ -82,14 +82,16 @@ def make_pool(path: Path, n: int, seed: int = 0) -> Path:
 def make_checkpoint(folder: Path, pool_path: Path) -> Path:
     import torch
 
+    from selector.core.settings import load_settings
     from selector.model.network import SelectorConfig, build, save_checkpoint
     from selector.scoring.pool import FeaturePool
 
     if (folder / "selector.json").is_file():
         return folder
     pool = FeaturePool.load(pool_path)
-    model = build(SelectorConfig(image_dim=6, text_dim=6, context_size=CONTEXT, score_rounds=4),
-                  seed=0)
+    model = build(SelectorConfig(**{**load_settings(None, [])["model"], "image_dim": 6,
+                                    "text_dim": 6, "indicator_names": pool.indicator_names,
+                                    "context_size": CONTEXT, "score_rounds": 4}), seed=0)
     model.set_normalisation(torch.from_numpy(pool.features), torch.tensor([30.2, 30.8, 31.4]))
     return save_checkpoint(model, folder, {"note": "random weights, for timing only"})
 
@@ -105,7 +107,7 @@ def child_select(args: Dict[str, Any]) -> Dict[str, Any]:
     import selector.selection.clustering
     import selector.selection.select
     import selector.selection.write
-    import selector.model.network
+    import selector.model.training
     import selector.scoring.pool
     import selector.selection.rule
     from selector.core.settings import load_settings
@@ -123,7 +125,8 @@ def child_select(args: Dict[str, Any]) -> Dict[str, Any]:
 
     load = selector.scoring.pool.FeaturePool.load.__func__
     selector.scoring.pool.FeaturePool.load = classmethod(timed("load", load))
-    selector.model.network.score_features = timed("score", selector.model.network.score_features)
+    selector.model.training.Selector.predict = timed("score",
+                                                     selector.model.training.Selector.predict)
     selector.selection.clustering.diversity_clusters = timed("cluster",
                                                    selector.selection.clustering.diversity_clusters)
     selector.selection.rule.select_diverse_top_k_labels = timed(
@@ -142,11 +145,14 @@ def child_reference_scoring(args: Dict[str, Any]) -> Dict[str, Any]:
     """The original semantics: one attention sequence over the whole pool, unchunked."""
     import numpy as np
 
+    from selector.core.settings import load_settings
     from selector.model.network import SelectorConfig, build, score_features
     from selector.scoring.pool import FeaturePool
 
     pool = FeaturePool.load(args["pool"])
-    model = build(SelectorConfig(mode="reference"), seed=0)
+    model = build(SelectorConfig(**{**load_settings(None, [])["model"], "mode": "reference",
+                                    "image_dim": 6, "text_dim": 6,
+                                    "indicator_names": pool.indicator_names}), seed=0)
     started = time.perf_counter()
     scores = score_features(model, pool.features, reference_budget_bytes=1 << 62)
     assert np.isfinite(scores).all()
@@ -184,11 +190,11 @@ def child_quota(args: Dict[str, Any]) -> Dict[str, Any]:
     for truncate in (False, True):
         started = time.perf_counter()
         ours = select_diverse_top_k_labels(ids, scores, labels, 200, truncate_scores=truncate,
-                                           fill_to_k=not truncate)
+                                           fill_up=not truncate)
         array_s = time.perf_counter() - started
         started = time.perf_counter()
         loop = select_diverse_top_k_loop(ids, scores, clusters_from_labels(ids, labels), 200,
-                                         truncate_scores=truncate, fill_to_k=not truncate)
+                                         truncate_scores=truncate, fill_up=not truncate)
         loop_s = time.perf_counter() - started
         out["truncated" if truncate else "float"] = {
             "array_s": array_s, "loop_s": loop_s, "same": ours.selected == loop.selected}

@@ -6,8 +6,10 @@
     igpt4 eval rerun ANSWERS_DIR [--metric arena|vqa] [--print-only]
     igpt4 eval judge ...   (eval_arena.judge_cli, when present: GPT-judged open-ended answers)
 
-Importing this module costs nothing beyond argparse: the work is imported inside :func:`run`.
-Bad input raises :class:`selector.errors.InputError` (``igpt4`` prints it as one line, exit 2).
+Each sub-command registers its handler with ``set_defaults(run=...)`` (:func:`run_eval`,
+:func:`run_rerun`, ``judge_cli.run_judge``), as every ``igpt4`` command does. Importing this module
+costs nothing beyond argparse: the work is imported inside the handlers. Bad input raises
+:class:`selector.core.errors.InputError` (``igpt4`` prints it as one line, exit 2).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ def add_parsers(subparsers: Any) -> argparse.ArgumentParser:
         "started with (tester, its arguments and resolved settings, the bytes of every file they "
         "name, --max-new-tokens, --batch-size, the datasets' questions); other settings are "
         "refused, naming the keys that differ, unless --new-run is given.")
+    p.set_defaults(run=run_eval)
     p.add_argument("--tester", help="model to evaluate (e.g. scripted, minigpt4)")
     p.add_argument("--tester-arg", dest="tester_args", action="append", default=[],
                    metavar="KEY=VALUE", help="tester setting (repeatable), e.g. answers=FILE")
@@ -68,11 +71,12 @@ def add_parsers(subparsers: Any) -> argparse.ArgumentParser:
                        "and write the accuracies to ANSWERS_DIR/result.METRIC.json (e.g. "
                        "result.vqa.json), beside the run's own result.json, which is never "
                        "changed.")
+    r.set_defaults(run=run_rerun)
     r.add_argument("answers_dir", help="a run folder: OUT/MODEL/TIME")
     r.add_argument("--metric", dest="rerun_metric", choices=METRIC_CHOICES, default="arena")
     r.add_argument("--print-only", action="store_true", help="print only; write no file")
     if judge is not None:  # ``eval judge`` (GPT-judged open-ended answers) lives in its own module
-        judge.add_judge_parser(sub)
+        judge.add_judge_parser(sub).set_defaults(run=judge.run_judge)
     return p
 
 
@@ -162,24 +166,30 @@ def _refuse_rerun_overlap(answers_dir: str, metric: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Execute a parsed ``eval`` command; returns the exit status."""
+    """Execute a parsed ``eval`` command (its handler); returns the exit status."""
+    return args.run(args)
+
+
+def run_rerun(args: argparse.Namespace) -> int:
+    """``igpt4 eval rerun ANSWERS_DIR``: rescore saved answers with ``--metric``."""
+    from .runner import rerun, rerun_result_path
+
+    if not args.print_only:
+        _refuse_rerun_overlap(args.answers_dir, args.rerun_metric)
+
+    results = rerun(args.answers_dir, args.rerun_metric, write=not args.print_only)
+    for name, value in results.items():
+        print(f"{name}:{value}")
+    if not args.print_only:
+        print(f"{args.rerun_metric} accuracies -> "
+              f"{rerun_result_path(args.answers_dir, args.rerun_metric)}", file=sys.stderr)
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """``igpt4 eval --tester ... --datasets ...``: answer the datasets' questions (resumable) and
+    score them."""
     from selector.core.errors import InputError
-
-    if getattr(args, "eval_command", None) == "judge":
-        return _judge_cli().run_judge(args)
-    if getattr(args, "eval_command", None) == "rerun":
-        from .runner import rerun, rerun_result_path
-
-        if not args.print_only:
-            _refuse_rerun_overlap(args.answers_dir, args.rerun_metric)
-
-        results = rerun(args.answers_dir, args.rerun_metric, write=not args.print_only)
-        for name, value in results.items():
-            print(f"{name}:{value}")
-        if not args.print_only:
-            print(f"{args.rerun_metric} accuracies -> "
-                  f"{rerun_result_path(args.answers_dir, args.rerun_metric)}", file=sys.stderr)
-        return 0
 
     missing = [flag for flag, value in (("--tester", args.tester), ("--datasets", args.datasets))
                if not value]
@@ -189,7 +199,8 @@ def run(args: argparse.Namespace) -> int:
     if any(not n.lower().startswith("jsonl:") for n in names) and not args.data_root:
         raise InputError("eval needs --data-root for the Arena datasets")
 
-    from .datasets import build_dataset, read_tiny_positions
+    from .datasets import build_dataset
+    from .sampling import read_tiny_positions
     from .runner import RESULT_FILE, check_folder_name, check_max_new_tokens, evaluate
     from .testers import build_tester, tester_name
 
@@ -226,7 +237,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     add_parsers(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
-    return run_reporting_errors(lambda: run(args), args.debug)
+    return run_reporting_errors(lambda: args.run(args), args.debug)
 
 
 if __name__ == "__main__":

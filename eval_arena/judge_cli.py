@@ -59,7 +59,7 @@ def add_judge_parser(eval_subparsers: "argparse._SubParsersAction") -> argparse.
 def run_judge(args: argparse.Namespace) -> int:
     from selector.core.overlap import refuse_overlap
 
-    from .judge import GptJudge, describe, judge
+    from eval_arena.judge import GptJudge, describe, judge
 
     refuse_overlap({"--out": args.out, "--cache": args.cache}
                    if args.cache is None or not _same_path(args.cache, args.out)

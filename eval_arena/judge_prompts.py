@@ -24,11 +24,12 @@ prompt never reuses judgements made with the old one.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
+
+from selector.core.fingerprint import text_fingerprint
 
 PROMPT_VERSION = "igpt4-judge/1"
 SCALE = (1.0, 10.0)
@@ -67,9 +68,9 @@ _CONTEXT_NOTE = (", which is not shown to you; for your reference, the visual co
                  "image is represented with a few sentences describing the image")
 _NO_CONTEXT_NOTE = ", which is not shown to you"
 
-PROMPT_SHA256 = hashlib.sha256("\n\x00".join(
+PROMPT_SHA256 = text_fingerprint("\n\x00".join(
     (PROMPT_VERSION, SYSTEM_PROMPT, RULE_WITH_CONTEXT, RULE_WITHOUT_CONTEXT, _LATER_ROUND,
-     _CONTEXT_NOTE, _NO_CONTEXT_NOTE)).encode("utf-8")).hexdigest()[:16]
+     _CONTEXT_NOTE, _NO_CONTEXT_NOTE)), length=16)
 
 
 def later_round_rule(round_number: int, with_context: bool) -> str:

@@ -5,12 +5,14 @@ the model's own pieces (``encode_img``, ``llama_tokenizer``, ``llama_model`` and
 embeddings), which MiniGPT-4 v1 (``mini_gpt4``), HEAD (``minigpt4``) and our tiny model
 (``igpt4_tiny_minigpt4``) all have. Two ways to get the model:
 
-* ``--tester minigpt4`` (:meth:`MiniGPT4Tester.from_checkout`): a MiniGPT-4 checkout builds it from
+* ``--tester minigpt4`` (:meth:`MiniGPT4Tester.from_checkout`, the host's part in
+  :mod:`eval_arena.minigpt4_host`): a MiniGPT-4 checkout builds it from
   a training or eval config exactly as its ``train.py`` does (``Config`` from ``--cfg-path`` and
   ``--options``, ``registry.get_model_class(arch).from_config``), then a checkpoint of our training
   (``{"model": trainable weights, "config": ...}``) is merged over it with ``strict=False``, the
   way MiniGPT-4 loads its own ``model.ckpt``.
-* ``--tester tiny`` (:class:`TinyTester`): the tiny model from one of our configs, no host at all.
+* ``--tester tiny``: the tiny model from one of our configs, no host at all
+  (:func:`lavis_plugins.tiny_tester.load_tiny` builds it; the tester is this one).
 
 What the Arena does (``LVLM_evaluation/models/test_minigpt4.py`` and its
 ``minigpt4/conversation/conversation.py``), and what mode ``arena`` therefore does:
@@ -42,18 +44,16 @@ which only works for Vicuna's tokenizer).
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import importlib
-import os
-import shlex
-import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from eval_arena.minigpt4_host import (config_file, find_checkout, host_config, import_host,
+                                      with_model_type, working_directory)
+from eval_arena.tester_api import DEFAULT_MAX_NEW_TOKENS, Image
+from lavis_plugins.model_loading import (blip2_transform, config_node, merge_checkpoint,
+                                         pick_device, pick_dtype, read_checkpoint,
+                                         read_model_config, vision_config)
 from selector.core.compat import ensure_torchvision_importable
 from selector.core.errors import InputError
 from selector.core.safeload import weights_only_loads
@@ -62,8 +62,6 @@ ensure_torchvision_importable()  # transformers imports torchvision
 
 import torch  # noqa: E402
 from transformers import StoppingCriteria, StoppingCriteriaList  # noqa: E402
-
-from .testers import DEFAULT_MAX_NEW_TOKENS, Image  # noqa: E402
 
 ARENA = "arena"
 DETERMINISTIC = "deterministic"
@@ -74,12 +72,7 @@ IMAGE_HERE = "<ImageHere>"
 STOP = "###"
 ANSWER_MARK = "Assistant:"
 ARENA_MAX_LENGTH = 2000  # Chat.answer / batch_answer's max_length
-DEFAULT_IMAGE_SIZE = 224
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # BlipImageBaseProcessor's defaults
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-CHECKOUT_ENV = "MINIGPT4_DIR"
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-          "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
 
 
 def arena_prompt(question: str) -> str:
@@ -136,102 +129,6 @@ def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise InputError(f"tester mode must be {' or '.join(MODES)}, got {mode!r}")
     return mode
-
-
-def pick_device(device: Optional[str]) -> torch.device:
-    if not device:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise InputError(f"tester device {device!r} is not a torch device (cpu, cuda, cuda:1)") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"tester device {device!r}: CUDA is not available here")
-    return chosen
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto``: float16 on CUDA and float32 on a CPU, as the Arena's ``move_to_device``."""
-    if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if dtype not in DTYPES:
-        raise InputError(f"tester dtype must be auto, float32, float16 or bfloat16, got {dtype!r}")
-    return DTYPES[dtype]
-
-
-def blip2_transform(image_size: int, train: bool) -> Callable[[Any], torch.Tensor]:
-    """BLIP-2's image transforms without a host: ``train`` is v1's / the Arena's
-    ``blip2_image_train`` (random resized crop, scale 0.5-1), otherwise ``blip2_image_eval``
-    (resize); both bicubic, then CLIP normalisation."""
-    try:
-        from torchvision import transforms
-        from torchvision.transforms import InterpolationMode
-    except ImportError:
-        raise InputError("the MiniGPT-4 image transforms need torchvision (pip install torchvision)") from None
-    bicubic = InterpolationMode.BICUBIC
-    resize = (transforms.RandomResizedCrop(image_size, scale=(0.5, 1.0), interpolation=bicubic)
-              if train else transforms.Resize((image_size, image_size), interpolation=bicubic))
-    return transforms.Compose([resize, transforms.ToTensor(), transforms.Normalize(CLIP_MEAN, CLIP_STD)])
-
-
-def _node(config: Any, *keys: str) -> Any:
-    for key in keys:
-        if config is None or not hasattr(config, "get"):
-            return None
-        config = config.get(key)
-    return config
-
-
-def vision_config(config: Any) -> Tuple[Any, int]:
-    """``(eval processor node or None, training image size)`` of a full config: the first
-    dataset's ``vis_processor``, then the model defaults' ``preprocess``, then ``model.image_size``."""
-    datasets = _node(config, "datasets") or {}
-    first = datasets[next(iter(datasets))] if len(datasets) else None
-    processors = _node(first, "vis_processor")
-    preprocess = _node(config, "preprocess", "vis_processor")
-    sizes = [_node(processors, "train", "image_size"), _node(processors, "eval", "image_size"),
-             _node(preprocess, "train", "image_size"), _node(preprocess, "eval", "image_size"),
-             _node(config, "model", "image_size")]
-    size = next((s for s in sizes if s is not None), DEFAULT_IMAGE_SIZE)
-    return _node(processors, "eval"), int(size)
-
-
-# ----------------------------------------------------------------------------------- checkpoints
-def read_checkpoint(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Optional[Dict[str, Any]]]:
-    """``(weights, config or None)`` of a training checkpoint (``{"model": ..., "config": ...}``,
-    as MiniGPT-4's runner and ours save it) or of a bare state dict."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors of every kind: not a checkpoint we can read safely
-        raise InputError(f"{path}: not a PyTorch checkpoint of weights ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-    state = saved.get("model", saved) if isinstance(saved, dict) else None
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise InputError(f"{path}: expected {{'model': state_dict}} or a state dict of tensors")
-    config = saved.get("config") if isinstance(saved, dict) else None
-    return state, config if isinstance(config, dict) and isinstance(config.get("model"), dict) else None
-
-
-def merge_checkpoint(model: torch.nn.Module, state: Dict[str, torch.Tensor], path: Union[str, Path]) -> int:
-    """Load ``state`` over ``model`` with ``strict=False`` (MiniGPT-4's way: a checkpoint holds
-    the trained part only); refuse one that shares no weight with the model. Returns how many
-    weights were loaded."""
-    own = model.state_dict()
-    matched = [name for name in state if name in own]
-    if not matched:
-        raise InputError(f"{path}: none of its {len(state)} weights (e.g. {next(iter(state))}) "
-                         "belong to this model; a checkpoint of another model or config?")
-    try:
-        model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line),
-                      str(exc).splitlines()[0])
-        raise InputError(f"{path}: weights do not fit the model built from the config ({detail})") from None
-    return len(matched)
 
 
 # ---------------------------------------------------------------------------------------- tester
@@ -393,21 +290,21 @@ class MiniGPT4Tester:
         folder = find_checkout(checkout)
         state, saved_config = read_checkpoint(ckpt) if ckpt else (None, None)
         registry = import_host(folder)
-        with _config_file(cfg_path, saved_config, ckpt) as config_path:
+        with config_file(cfg_path, saved_config, ckpt) as config_path:
             from omegaconf import OmegaConf
 
-            raw = OmegaConf.merge(_read_config(config_path), OmegaConf.from_dotlist(list(options)))
-            arch = _node(raw, "model", "arch")
+            raw = OmegaConf.merge(read_model_config(config_path), OmegaConf.from_dotlist(list(options)))
+            arch = config_node(raw, "model", "arch")
             model_cls = registry.get_model_class(arch) if arch else None
             if model_cls is None:
                 known = ", ".join(sorted(registry.mapping["model_name_mapping"]))
                 raise InputError(f"{config_path}: model arch {arch!r} is not registered in {folder} "
                                  f"(known: {known}); a config for another MiniGPT-4 version?")
-            raw = _with_model_type(raw, model_cls, config_path)
+            raw = with_model_type(raw, model_cls, config_path)
             # relative prompt_path etc. resolve as under train.py; the host's own torch.load of
             # model.ckpt (and of any weights the config names) loads weights only, never code
-            with _working_directory(folder), weights_only_loads():
-                config = _host_config(raw, options)
+            with working_directory(folder), weights_only_loads():
+                config = host_config(raw, options)
                 try:
                     model = model_cls.from_config(config.model)
                 except (OSError, ValueError) as exc:  # weights / tokenizer paths that do not load
@@ -439,180 +336,5 @@ class MiniGPT4Tester:
         return cls(model, processor, mode=mode, seed=seed, name=name, settings=settings)
 
 
-class TinyTester(MiniGPT4Tester):
-    """The tiny MiniGPT-4-shaped model (``lavis_plugins.tiny_model``) with no host framework,
-    through the same generation path. ``cfg_path``: one of our training configs (its ``model``
-    block and first dataset's image size) or ``configs/models/igpt4_tiny_minigpt4.yaml`` (the
-    default; also the base every model block is merged over); ``ckpt``: a ``checkpoint_N.pth``
-    of a tiny run (whose saved config is used when ``cfg_path`` is not given)."""
-
-    @classmethod
-    def from_config(cls, cfg_path: Optional[str] = None, ckpt: Optional[str] = None,
-                    device: Optional[str] = None, mode: str = ARENA, dtype: str = "auto",
-                    seed: Optional[int] = None, name: str = "tiny") -> "TinyTester":
-        from omegaconf import OmegaConf
-
-        from lavis_plugins.tiny_model import ARCH, TinyMiniGPT4, model_config_path
-
-        check_mode(mode)
-        chosen = pick_device(device)
-        precision = pick_dtype(dtype, chosen)
-        state, saved_config = read_checkpoint(ckpt) if ckpt else (None, None)
-        if cfg_path:
-            source, config = str(cfg_path), _read_config(cfg_path)
-        elif saved_config is not None:
-            source, config = f"{ckpt} (its config)", OmegaConf.create(saved_config)
-        else:
-            source, config = model_config_path(), _read_config(model_config_path())
-        arch = _node(config, "model", "arch") or ARCH
-        if arch != ARCH:
-            raise InputError(f"{source}: model arch {arch!r} is not the tiny model ({ARCH}); "
-                             "evaluate it with --tester minigpt4")
-        full = OmegaConf.merge(OmegaConf.load(model_config_path()), config)
-        try:
-            with weights_only_loads():  # model.ckpt named by the config or a checkpoint's config
-                model = TinyMiniGPT4.build(full.model)
-        except (ValueError, AssertionError, RuntimeError) as exc:
-            raise InputError(f"{source}: cannot build the tiny model ({exc})") from None
-        loaded = merge_checkpoint(model, state, ckpt) if state is not None else 0
-        model.eval().to(chosen, precision)
-        eval_node, size = vision_config(full)
-        if DECODING[mode].eval_transform:
-            transform = str(eval_node.get("name")) if eval_node is not None and eval_node.get("name") \
-                else "blip2_image_eval"
-            if transform not in ("blip2_image_eval", "blip_image_eval"):
-                raise InputError(f"{source}: the tiny tester knows the blip2_image_eval transform "
-                                 f"only, not {transform!r}")
-            size = int(eval_node.get("image_size") or size) if eval_node is not None else size
-            processor = blip2_transform(size, train=False)
-        else:
-            processor, transform = blip2_transform(size, train=True), "arena blip2_image_train"
-        settings = {"cfg_path": source, "ckpt": str(ckpt) if ckpt else None, "weights_loaded": loaded,
-                    "device": str(chosen), "dtype": str(precision).replace("torch.", ""),
-                    "image_transform": f"{transform} {size}"}
-        return cls(model, processor, mode=mode, seed=seed, name=name, settings=settings)
-
-
-# ------------------------------------------------------------------------------------ the host
-def find_checkout(checkout: Optional[str]) -> Path:
-    value = checkout or os.environ.get(CHECKOUT_ENV)
-    if not value:
-        raise InputError(f"the minigpt4 tester needs a MiniGPT-4 checkout: --tester-arg checkout=DIR "
-                         f"or {CHECKOUT_ENV}=DIR")
-    folder = Path(value).expanduser().resolve()
-    if not (folder / "minigpt4" / "__init__.py").is_file():
-        raise InputError(f"{folder}: not a MiniGPT-4 checkout (no minigpt4/__init__.py)")
-    return folder
-
-
-def import_host(folder: Path) -> Any:
-    """Import the checkout's ``minigpt4`` (which registers our names through the import hook;
-    registering again here covers IGPT4_AUTOLOAD=0) and return its registry."""
-    loaded = sys.modules.get("minigpt4")
-    if loaded is not None:
-        where = Path(getattr(loaded, "__file__", "") or ".").resolve().parent.parent
-        if where != folder:
-            raise InputError(f"minigpt4 is already imported from {where}, not {folder}: one "
-                             "MiniGPT-4 checkout per process")
-    else:
-        sys.path.insert(0, str(folder))
-        try:
-            importlib.import_module("minigpt4")
-        except ImportError as exc:
-            raise InputError(f"{folder}: importing minigpt4 failed ({exc}); run igpt4 with the "
-                             "Python environment of that checkout") from None
-    from lavis_plugins.registration import register
-
-    register(["minigpt4"])
-    return importlib.import_module("minigpt4.common.registry").registry
-
-
-def _read_config(path: Union[str, Path]) -> Any:
-    from omegaconf import DictConfig, OmegaConf
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise InputError(f"{path}: config file not found")
-    try:
-        config = OmegaConf.load(path)
-    except Exception as exc:  # yaml and omegaconf errors alike
-        raise InputError(f"{path}: not a YAML config ({str(exc).splitlines()[0]})") from None
-    if not isinstance(config, DictConfig) or not isinstance(config.get("model"), DictConfig):
-        raise InputError(f"{path}: no 'model' section (expected a MiniGPT-4 train or eval config)")
-    return config
-
-
-@contextlib.contextmanager
-def _config_file(cfg_path: Optional[str], saved: Optional[Dict[str, Any]],
-                 ckpt: Optional[str]) -> Iterator[Path]:
-    """``cfg_path`` as an absolute path, or the checkpoint's saved config written to a temporary
-    YAML file (MiniGPT-4's ``Config`` reads a file)."""
-    if cfg_path:
-        yield Path(cfg_path).expanduser().absolute()
-        return
-    if saved is None:
-        raise InputError("the minigpt4 tester needs cfg_path=CONFIG (the training config, or a "
-                         "MiniGPT-4 eval config), or a ckpt that holds its config")
-    from omegaconf import OmegaConf
-
-    with tempfile.TemporaryDirectory(prefix="igpt4-cfg-") as folder:
-        path = Path(folder) / "config.yaml"
-        OmegaConf.save(OmegaConf.create(saved), path)
-        yield path
-
-
-def _with_model_type(raw: Any, model_cls: type, config_path: Path) -> Any:
-    """Check ``model.model_type``; a config without one (a model-only YAML such as
-    configs/models/igpt4_tiny_minigpt4.yaml) gets the model's only type, if it has one."""
-    from omegaconf import OmegaConf
-
-    types = sorted(getattr(model_cls, "PRETRAINED_MODEL_CONFIG_DICT", None) or {})
-    model_type = _node(raw, "model", "model_type")
-    if not model_type:
-        if len(types) != 1:
-            raise InputError(f"{config_path}: model.model_type is missing (one of: {', '.join(types)})")
-        return OmegaConf.merge(raw, {"model": {"model_type": types[0]}})
-    if types and model_type not in types:
-        raise InputError(f"{config_path}: model_type {model_type!r} is not one of {model_cls.__name__}'s "
-                         f"({', '.join(types)})")
-    return raw
-
-
-def _host_config(raw: Any, options: Sequence[str]) -> Any:
-    """The merged config as ``train.py`` builds it (``Config`` from a file and ``--options``;
-    ``raw`` is the user's config with the options and model type applied, written to a
-    temporary file); a config without ``datasets`` / ``run`` (a model-only YAML) gets the model
-    part only, by the same ``Config.build_model_config``."""
-    from omegaconf import OmegaConf
-
-    from minigpt4.common.config import Config
-
-    if "datasets" not in raw or "run" not in raw:
-        return Config.build_model_config(raw)
-    with tempfile.TemporaryDirectory(prefix="igpt4-cfg-") as folder:
-        path = Path(folder) / "config.yaml"
-        OmegaConf.save(raw, path)
-        return Config(argparse.Namespace(cfg_path=str(path), options=list(options))).config
-
-
-@contextlib.contextmanager
-def _working_directory(folder: Path) -> Iterator[None]:
-    previous = os.getcwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
-
-
-def parse_options(options: str) -> List[str]:
-    """``options="model.ckpt=/x run.seed=1"`` -> ``["model.ckpt=/x", "run.seed=1"]``."""
-    pairs = shlex.split(options or "")
-    bad = [p for p in pairs if "=" not in p]
-    if bad:
-        raise InputError(f"tester options: expected KEY=VALUE pairs, got {bad[0]!r}")
-    return pairs
-
-
-__all__ = ["MiniGPT4Tester", "TinyTester", "arena_prompt", "blip2_transform", "read_checkpoint",
-           "merge_checkpoint", "vision_config", "DECODING", "MODES", "ARENA", "DETERMINISTIC"]
+__all__ = ["MiniGPT4Tester", "StopWhenAllAnswered", "arena_prompt", "check_mode", "Decoding",
+           "DECODING", "MODES", "ARENA", "DETERMINISTIC"]

@@ -158,10 +158,11 @@ def predict(tester: Any, dataset: VQADataset, log: PredictionLog, batch_size: in
 
 
 def fingerprint(settings: Mapping[str, Any]) -> str:
-    """The run's settings fingerprint: the store's one canonical-JSON sha256 of settings."""
-    from selector.scoring.store import settings_hash
+    """The run's settings fingerprint: the one canonical-JSON sha256 of settings, as the scoring
+    cache keys an indicator's settings (``"eval-run"`` in the indicator's place)."""
+    from selector.core.fingerprint import fingerprint as settings_fingerprint
 
-    return settings_hash("eval-run", dict(settings))
+    return settings_fingerprint({"indicator": "eval-run", "settings": dict(settings)}, length=16)
 
 
 def answer_settings(tester_settings: Mapping[str, Any], max_new_tokens: int,

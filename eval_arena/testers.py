@@ -3,7 +3,8 @@
 An Arena tester (``LVLM_evaluation/models/test_*.py``) has ``generate(image, question,
 max_new_tokens=...)`` and ``batch_generate(image_list, question_list, max_new_tokens=...)``; images
 are paths (or PIL images) and answers are strings. Any object with those two methods can be run by
-:mod:`eval_arena.runner`, including the Arena's own testers.
+:mod:`eval_arena.runner`, including the Arena's own testers (the interface:
+:mod:`eval_arena.tester_api`).
 
 :data:`TESTERS` maps a name (``--tester NAME``) to a factory called with the ``--tester-arg
 key=value`` pairs as string keyword arguments. Heavy testers (MiniGPT-4, the tiny model) import
@@ -16,27 +17,10 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import (Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union,
-                    runtime_checkable)
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from eval_arena.tester_api import DEFAULT_MAX_NEW_TOKENS, Image, Tester
 from selector.core.errors import InputError
-
-DEFAULT_MAX_NEW_TOKENS = 256  # LVLM_evaluation/utils/vqa.py evaluate_VQA's default
-Image = Any  # a path (str) or a PIL image, as the Arena passes them
-
-
-@runtime_checkable
-class Tester(Protocol):
-    """What the runner needs from a model. ``name`` (optional) names the answers folder."""
-
-    def generate(self, image: Image, question: str,
-                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> str:
-        ...
-
-    def batch_generate(self, images: Sequence[Image], questions: Sequence[str],
-                       max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> List[str]:
-        ...
-
 
 Answerer = Callable[[str, str], str]
 
@@ -87,9 +71,8 @@ class ScriptedTester:
     def from_file(cls, path: Union[str, Path], **kwargs: Any) -> "ScriptedTester":
         """Replay answers from an Arena answers file (``[{question, answer, image_path, ...}]``),
         a ``{question: answer}`` JSON object, or JSONL of ``{image_path?, question, answer}``."""
+        from eval_arena.records import json_line
         from selector.core.jsonio import read_json, read_text
-
-        from .datasets import json_line
 
         path = Path(path)
         if path.suffix == ".jsonl":
@@ -161,7 +144,8 @@ def _minigpt4_factory(checkout: Optional[str] = None, cfg_path: Optional[str] = 
     ``ckpt`` (a training checkpoint) merged over it; ``mode=arena`` (the Arena's sampling) or
     ``deterministic``; ``device``, ``dtype`` (auto|float32|float16|bfloat16), ``seed``, ``name``.
     See :mod:`eval_arena.minigpt4_tester`."""
-    from .minigpt4_tester import MiniGPT4Tester, check_mode, parse_options
+    from eval_arena.minigpt4_host import parse_options
+    from eval_arena.minigpt4_tester import MiniGPT4Tester, check_mode
 
     check_mode(mode)  # before the slow imports and model building
     tester = MiniGPT4Tester.from_checkout(checkout, cfg_path or None, ckpt or None, device or None,
@@ -175,12 +159,18 @@ def _tiny_factory(cfg_path: Optional[str] = None, ckpt: Optional[str] = None,
                   seed: Optional[str] = None, name: str = "tiny") -> Any:
     """``--tester tiny``: the tiny MiniGPT-4-shaped model, no host: ``cfg_path`` (our training
     config or configs/models/igpt4_tiny_minigpt4.yaml, the default), ``ckpt`` (a checkpoint of a
-    tiny run), ``mode``, ``device``, ``dtype``, ``seed``, ``name`` as for ``minigpt4``."""
-    from .minigpt4_tester import TinyTester, check_mode
+    tiny run), ``mode``, ``device``, ``dtype``, ``seed``, ``name`` as for ``minigpt4``. The
+    model is built beside it, by :func:`lavis_plugins.tiny_tester.load_tiny`, and answers through
+    the one MiniGPT-4 generation path (:class:`eval_arena.minigpt4_tester.MiniGPT4Tester`)."""
+    from eval_arena.minigpt4_tester import DECODING, MiniGPT4Tester, check_mode
+    from lavis_plugins.tiny_tester import load_tiny
 
     check_mode(mode)
-    tester = TinyTester.from_config(cfg_path or None, ckpt or None, device or None, mode, dtype,
-                                    _seed(seed), name)
+    chosen_seed = _seed(seed)
+    tiny = load_tiny(cfg_path or None, ckpt or None, device or None, dtype,
+                     eval_transform=DECODING[mode].eval_transform)
+    tester = MiniGPT4Tester(tiny.model, tiny.vis_processor, mode=mode, seed=chosen_seed, name=name,
+                            settings=tiny.settings)
     print(f"tester {tester.describe()}", file=sys.stderr)
     return tester
 

@@ -34,7 +34,7 @@ def enabled() -> bool:
 def after_host_import(host: str) -> None:
     """What the hook does once ``host``'s package has been imported."""
     try:
-        from .registration import register
+        from lavis_plugins.registration import register
 
         register([host])
     except Exception as exc:  # never break the host's import; say what went wrong instead

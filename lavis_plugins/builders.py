@@ -3,8 +3,9 @@
 * ``cc_sbu_align_selected``: reads cc_sbu_align from ``build_info.storage`` and keeps the samples
   the selector chooses (``selector`` block of the dataset config; see
   ``configs/datasets/cc_sbu_align_selected/defaults.yaml``). The selection is made once per set
-  of inputs and reused (:mod:`selector.run_selection`); where it lies is logged and kept on the
-  dataset (``selection_folder``), and the portable runner copies it into the run's output dir.
+  of inputs and reused (:mod:`selector.selection.run_selection`); where it lies is logged and
+  kept on the dataset (``selection_folder``), and the portable runner copies it into the run's
+  output dir.
 * ``llava_conversations``: LLaVA-style conversation JSON (+ ``image_root``), every conversation or
   the selected ones, laid out for MiniGPT-4 (:class:`~lavis_plugins.datasets.ConversationDataset`).
 
@@ -26,23 +27,26 @@ def _config_path(name: str) -> str:
 
 
 def _options(config: Any) -> Dict[str, Any]:
+    """The dataset config's ``selector`` block as a plain dict (the smoke names still in it)."""
     from omegaconf import OmegaConf
 
     block = config.get("selector")
     return OmegaConf.to_container(block, resolve=True) if block is not None else {}
 
 
-def _select(storage: str, options: Dict[str, Any]):
+def _select(storage: str, block: Dict[str, Any]):
     """(samples kept, selection or None) for a builder's data (``igpt4:smoke``: the smoke set,
-    :mod:`lavis_plugins.smoke`)."""
+    :mod:`lavis_plugins.smoke`). The block goes down typed
+    (:class:`~selector.selection.run_selection.RunSelectionOptions`), never as strings."""
     from selector.data.samples import read_pool
-    from selector.selection.run_selection import selection_for_run
+    from selector.selection.run_selection import RunSelectionOptions, selection_for_run
 
     from .smoke import resolve
 
-    storage, options = resolve(storage, options)
-    pool = read_pool(storage, options.get("image_root"))
-    if not options.get("checkpoint"):
+    storage, block = resolve(storage, block)
+    options = RunSelectionOptions.from_block(block)
+    pool = read_pool(storage, options.image_root)
+    if not options.checkpoint:
         return pool.samples, None
     chosen = selection_for_run(storage, options)
     logging.info("instructiongpt4: %s %d of %d samples (selection %s in %s)",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
-from .hosts import Host
+from lavis_plugins.hosts import Host, require_host
 
 _MARK = "_igpt4_plugin"
 
@@ -19,9 +19,9 @@ def _ours(cls: type) -> type:
 
 def _classes(host: Host) -> Dict[str, Dict[str, type]]:
     """Our classes per registry kind, made from ``host``'s base classes."""
-    from .builders import builder_classes
-    from .runner import NAME as RUNNER, runner_class
-    from .tiny_model import ARCH, tiny_model_class
+    from lavis_plugins.builders import builder_classes
+    from lavis_plugins.runner import NAME as RUNNER, runner_class
+    from lavis_plugins.tiny_model import ARCH, tiny_model_class
 
     return {"builder": builder_classes(host), "model": {ARCH: tiny_model_class(host)},
             "runner": {RUNNER: runner_class(host)}}
@@ -49,7 +49,5 @@ def _register_into(host: Host) -> List[str]:
 def register(hosts: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
     """Register into the given hosts (default: every importable one). Returns what was added per
     host (empty lists on a second call)."""
-    from . import require_host
-
     names = list(hosts) if hosts is not None else require_host()
     return {name: _register_into(Host(name)) for name in names}

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from selector.core.errors import InputError
+from selector.core.errors import InputError, run_reporting_errors
 
 
 def find_minigpt4_checkout(explicit: Optional[str] = None) -> Optional[Path]:
@@ -36,7 +36,7 @@ def run_minigpt4(checkout: Path, argv: List[str]) -> None:
     os.chdir(checkout)
     sys.path.insert(0, str(checkout))
     sys.argv = [str(checkout / "train.py")] + argv
-    from . import register
+    from lavis_plugins.registration import register
 
     register(["minigpt4"])
     runpy.run_path(str(checkout / "train.py"), run_name="__main__")
@@ -50,7 +50,7 @@ def run_lavis(cfg_path: str, options: List[str]) -> None:
     import numpy as np
     import torch
 
-    from . import register
+    from lavis_plugins.registration import register
 
     register(["lavis"])
     import importlib
@@ -79,7 +79,7 @@ def run_lavis(cfg_path: str, options: List[str]) -> None:
     runner.train()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lavis_plugins.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg-path", required=True, help="training config (YAML)")
@@ -87,10 +87,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--host", choices=["minigpt4", "lavis"],
                         help="default: minigpt4 when a checkout is found, else lavis")
     parser.add_argument("--host-dir", help="MiniGPT-4 checkout (default: $MINIGPT4_DIR or cwd)")
-    args = parser.parse_args(argv)
-    from selector.core.errors import run_reporting_errors
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
 
-    return run_reporting_errors(lambda: _train(args), prog="lavis_plugins.train")
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """The entry point, through the one error wrapper every command shares (as ``igpt4``): bad
+    input is one line and exit 2 (the traceback with ``--debug``), Ctrl-C one line and 130. A
+    bad flag is argparse's usage and error, exit 2, as for ``igpt4``."""
+    args = build_parser().parse_args(argv)
+    return run_reporting_errors(lambda: _train(args), args.debug, prog="lavis_plugins.train")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -107,7 +113,7 @@ def _train(args: argparse.Namespace) -> int:
         raise InputError("no MiniGPT-4 checkout found: run from its root, or give --host-dir "
                          "or MINIGPT4_DIR")
     else:
-        from . import require_host
+        from lavis_plugins.hosts import require_host
 
         if "lavis" not in require_host():
             raise InputError("salesforce LAVIS is not installed and no MiniGPT-4 checkout "

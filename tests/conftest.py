@@ -101,7 +101,7 @@ def tiny_clip_files(tmp_path_factory):
 
     if importlib.util.find_spec("open_clip") is None:
         pytest.skip("open_clip is not installed (make test installs it)")
-    from tiny_models import tiny_clip
+    from selector.app.toy.clip import tiny_clip
 
     return tiny_clip(tmp_path_factory.mktemp("tiny-clip"), "igpt4-feat-clip")
 
@@ -110,7 +110,7 @@ def tiny_clip_files(tmp_path_factory):
 def tiny_llama_dir(tmp_path_factory) -> Path:
     pytest.importorskip("transformers", reason="transformers is not installed (make test "
                         "installs it)")
-    from tiny_models import tiny_llama
+    from selector.app.toy.text import tiny_llama
 
     return tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
@@ -151,14 +151,14 @@ def trained_world(root: Path, samples: int, seed: int, epochs: int, subsets: int
     oracle labels (subsets.json, labels.json) and a selector trained on them (root/ckpt)."""
     from selector.model.fit import train_selector
     from selector.core.settings import load_settings
-    from selector.model.synthetic import make_toy_pool, oracle_labels
+    from selector.model.synthetic import synthetic_feature_pool, synthetic_labels
 
-    pool, quality, _ = make_toy_pool(samples, seed=seed)
+    pool, quality, _ = synthetic_feature_pool(samples, seed=seed)
     pool.save(root / "pool.safetensors")
     size = samples // subsets
     members = {str(i): pool.ids[i * size:(i + 1) * size] for i in range(subsets)}
     (root / "subsets.json").write_text(json.dumps(members))
-    labels = oracle_labels(members, dict(zip(pool.ids, quality.tolist())))
+    labels = synthetic_labels(members, dict(zip(pool.ids, quality.tolist())))
     (root / "labels.json").write_text(json.dumps(labels))
     train_selector(root / "ckpt", load_settings(None, [f"training.epochs={epochs}",
                                                        "training.cross_validate=false"]),

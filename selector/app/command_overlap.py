@@ -1,9 +1,35 @@
 """Before an ``igpt4`` command writes anything: refuse an output that is, contains or lies inside
-one of its inputs."""
+one of its inputs.
+
+Each command that writes declares here which of its options it writes and which it reads (flag ->
+the attribute of the parsed command line); ``eval`` checks its own (:mod:`eval_arena.cli`).
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Tuple
+
+#: the settings file a command reads: its ``--config``, when that is a path
+CONFIG = "--config"
+
+#: command -> (outputs, inputs), each ``{flag: attribute}``, in the order a refusal names them
+PATHS: Dict[str, Tuple[Dict[str, str], Dict[str, str]]] = {
+    "reference-select": ({"--out": "out"}, {"--repo": "repo", "--data": "data"}),
+    "train-selector": ({"--out": "out"}, {"--pool": "pool", "--subsets": "subsets",
+                                          "--labels": "labels", "--repo": "repo",
+                                          CONFIG: "config"}),
+    "select": ({"--out": "out"}, {"--pool": "pool", "--checkpoint": "checkpoint",
+                                  "--clusters": "clusters", "--data": "data",
+                                  "--captions": "captions", CONFIG: "config"}),
+    "score": ({"--out": "out", "--pool-out": "pool_out", "--work": "work"},
+              {"--data": "data", "--image-root": "image_root", "--pca-from": "pca_from",
+               CONFIG: "config"}),
+    "validate": ({"--report": "report"}, {"data": "data", "--image-root": "image_root"}),
+    "parse-gpt": ({"--out": "out"}, {"replies": "replies"}),
+    "split": ({"--out": "out"}, {"--pool": "pool", "--subsets": "subsets", "--data": "data",
+                                 "--template": "template"}),
+    "labels": ({"--out": "out"}, {"PATH": "paths"}),
+}
 
 
 def _settings_file(args: Any) -> Optional[str]:
@@ -12,35 +38,23 @@ def _settings_file(args: Any) -> Optional[str]:
     return value if value and Path(value).expanduser().exists() else None
 
 
+def _value(args: Any, flag: str, attribute: str, config: Optional[str]) -> Any:
+    if flag == CONFIG:
+        return config
+    value = getattr(args, attribute)
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
 def refuse_command_overlap(args: Any) -> None:
     """Before a command writes anything: refuse an output that is, contains or lies inside one of
-    its inputs (:func:`selector.overlap.refuse_overlap`), for every ``igpt4`` command that writes.
-    ``args`` is the parsed command line; ``eval`` checks its own (:mod:`eval_arena.cli`)."""
+    its inputs (:func:`selector.core.overlap.refuse_overlap`), for every ``igpt4`` command that
+    writes (:data:`PATHS`). ``args`` is the parsed command line."""
     from selector.core.overlap import refuse_overlap
 
-    command = args.command
-    config = _settings_file(args)
-    if command == "reference-select":
-        refuse_overlap({"--out": args.out}, {"--repo": args.repo, "--data": args.data})
-    elif command == "train-selector":
-        refuse_overlap({"--out": args.out}, {"--pool": args.pool, "--subsets": args.subsets,
-                                             "--labels": args.labels, "--repo": args.repo,
-                                             "--config": config})
-    elif command == "select":
-        refuse_overlap({"--out": args.out}, {
-            "--pool": args.pool, "--checkpoint": args.checkpoint, "--clusters": args.clusters,
-            "--data": args.data, "--captions": args.captions, "--config": config})
-    elif command == "score":
-        refuse_overlap({"--out": args.out, "--pool-out": args.pool_out, "--work": args.work},
-                       {"--data": args.data, "--image-root": args.image_root,
-                        "--pca-from": args.pca_from, "--config": config})
-    elif command == "validate":
-        refuse_overlap({"--report": args.report}, {"data": args.data,
-                                                   "--image-root": args.image_root})
-    elif command == "parse-gpt":
-        refuse_overlap({"--out": args.out}, {"replies": args.replies})
-    elif command == "split":
-        refuse_overlap({"--out": args.out}, {"--pool": args.pool, "--subsets": args.subsets,
-                                             "--data": args.data, "--template": args.template})
-    elif command == "labels":
-        refuse_overlap({"--out": args.out}, {"PATH": list(args.paths)})
+    config = _settings_file(args)  # for every command (``run`` too): a bad path fails here
+    declared = PATHS.get(args.command)
+    if declared is None:  # writes nothing, or checks its own (eval)
+        return
+    outputs, inputs = declared
+    refuse_overlap({flag: _value(args, flag, name, config) for flag, name in outputs.items()},
+                   {flag: _value(args, flag, name, config) for flag, name in inputs.items()})

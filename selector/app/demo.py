@@ -1,7 +1,7 @@
 """``igpt4 demo``: every stage of the pipeline on a generated toy pool, minutes on a CPU.
 
 It runs the shipped ``demo.yaml`` recipe (:mod:`.pipeline`): procedurally drawn images with
-captions, a known fraction of them planted bad (:mod:`.toy_data`); indicators and embeddings from
+captions, a known fraction of them planted bad (:mod:`.toy`); indicators and embeddings from
 tiny models through the real scoring code and cache; balanced k-means++ subsets; labels from a
 documented synthetic oracle standing in for the 30 MiniGPT-4 fine-tunes; the selector trained and
 cross-validated; the diversity selection; the HTML report; a MiniGPT-4 training config. Then it
@@ -26,7 +26,7 @@ def run_demo(out: PathLike, samples: Optional[int] = None, seed: int = 0,
     from selector.app.pipeline import run_pipeline
     from selector.selection.rule import random_k
     from selector.core.settings import Layer
-    from selector.app.toy_world import load_toy_pool
+    from selector.app.toy.world import load_toy_pool
 
     log(TOY_NOTICE)
     # the flags as layers labelled by what the user typed, so an error names ``--seed -1``, and
@@ -39,8 +39,8 @@ def run_demo(out: PathLike, samples: Optional[int] = None, seed: int = 0,
     work = pipeline.work
     toy = load_toy_pool(work / "data")
     selected = (work / "selection" / "selected.txt").read_text(encoding="utf-8").split()
-    k = len(selected)
-    random_pick = random_k(toy.ids, k, seed)
+    num_samples = len(selected)
+    random_pick = random_k(toy.ids, num_samples, seed)
     kinds: Dict[str, Dict[str, int]] = {}
     for name, ids in (("selector", selected), ("random", random_pick)):
         for sample_id in ids:
@@ -49,19 +49,20 @@ def run_demo(out: PathLike, samples: Optional[int] = None, seed: int = 0,
                 kinds.setdefault(kind, {"selector": 0, "random": 0})[name] += 1
     planted = sum(bool(v) for v in toy.bad.values())
     summary = {
-        "pool": len(toy.ids), "planted_bad": planted, "selected": k,
+        "pool": len(toy.ids), "planted_bad": planted, "selected": num_samples,
         "bad_kept_by_selector": sum(bool(toy.bad[i]) for i in selected),
         "bad_kept_by_random": sum(bool(toy.bad[i]) for i in random_pick),
         "bad_kept_by_kind": kinds,
-        "expected_bad_in_random_pick": round(k * planted / len(toy.ids), 2),
+        "expected_bad_in_random_pick": round(num_samples * planted / len(toy.ids), 2),
         "seconds": {name: record.seconds for name, record in pipeline.records.items()},
         "report": str(work / "selection" / "report.html"),
         "selection": str(work / "selection" / "filter_cap.json"),
         "train_config": str(work / "train_config.yaml"),
     }
     write_json(work / "demo_summary.json", summary)
-    print(f"demo: planted bad samples kept: selector {summary['bad_kept_by_selector']}/{k}, "
-          f"random pick {summary['bad_kept_by_random']}/{k} (expected "
+    print(f"demo: planted bad samples kept: selector "
+          f"{summary['bad_kept_by_selector']}/{num_samples}, "
+          f"random pick {summary['bad_kept_by_random']}/{num_samples} (expected "
           f"{summary['expected_bad_in_random_pick']}; pool: {planted} bad of {len(toy.ids)})")
     print(f"demo: report    -> {summary['report']}")
     print(f"demo: selection -> {summary['selection']} (a cc_sbu_align folder: "

@@ -154,6 +154,18 @@ def load_yaml(path: Path, label: Optional[str] = None):
     return config
 
 
+def shipped(base: str, *key: str) -> Any:
+    """A value of a shipped YAML file (``shipped("pipeline/base.yaml", "split", "k")``): where a
+    command-line flag or a library call left a setting out, its default is read here, so the
+    shipped YAML stays the one place defaults live."""
+    node: Any = _plain(load_yaml(config_dir() / base, base))
+    for name in key:
+        if not isinstance(node, dict) or name not in node:
+            raise KeyError(f"{base}: no {'.'.join(key)}")
+        node = node[name]
+    return node
+
+
 def file_layer(path: Path, label: Optional[str] = None) -> Layer:
     return Layer(label or str(path), _plain(load_yaml(path, label)), Path(path))
 

@@ -14,7 +14,8 @@ from selector.core.provenance import log, package_versions
 def load_training_data(pool_path: Optional[PathLike],
                        subsets_path: Optional[PathLike], labels_path: Optional[PathLike],
                        repo: Optional[PathLike]):
-    """(SubsetData, image_dim, text_dim, indicator_names) from our files or the original layout."""
+    """The labelled subsets (a :class:`~selector.model.training.SubsetData`, with the pool's
+    feature layout) from our files or the original layout."""
     from selector.scoring.reference import REFERENCE_INDICATORS
     from selector.scoring.pool import FeaturePool, match_labels, read_labels, read_subsets
     from selector.model.training import SubsetData
@@ -25,8 +26,8 @@ def load_training_data(pool_path: Optional[PathLike],
         reference = ReferenceRepo(Path(repo))
         sets = reference.fitting_sets()
         labels = reference.fitting_labels()
-        data = SubsetData.from_lists(list(sets), labels, [str(i) for i in range(len(labels))])
-        return data, 6, 6, list(REFERENCE_INDICATORS)
+        return SubsetData.from_lists(list(sets), labels, [str(i) for i in range(len(labels))],
+                                     6, 6, list(REFERENCE_INDICATORS))
     if not (pool_path and subsets_path and labels_path):
         raise InputError("train-selector needs --pool, --subsets and --labels (or --repo)")
     from selector.model.training import check_labels_vary
@@ -40,37 +41,31 @@ def load_training_data(pool_path: Optional[PathLike],
                          "or give a subsets file without the unlabelled ones")
     names, members, labels = match_labels(subsets, by_subset, str(labels_path))
     check_labels_vary(labels, names, str(labels_path))
-    data = SubsetData.from_pool(pool, members, labels, names)
-    return data, pool.image.shape[1], pool.text.shape[1], pool.indicator_names
+    return SubsetData.from_pool(pool, members, labels, names)
 
 
 def train_selector(out: PathLike, settings: Dict[str, Any], pool: Optional[PathLike] = None,
                    subsets: Optional[PathLike] = None, labels: Optional[PathLike] = None,
                    repo: Optional[PathLike] = None) -> Dict[str, Any]:
-    from selector.model.network import SelectorConfig, save_checkpoint
-    from selector.model.training import TrainConfig, cross_validate, fit, training_metadata
+    """Fit a :class:`~selector.model.training.Selector` of ``settings`` (its context size is
+    learned: the largest subset), cross-validate it unless ``training.cross_validate`` is false,
+    and write its checkpoint and ``training_report.json`` into ``out``."""
+    from selector.model.training import Selector, cross_validate
 
-    data, image_dim, text_dim, names = load_training_data(pool, subsets, labels, repo)
-    model_settings = dict(settings["model"])
-    if model_settings.get("mode", "default") == "default" and "context_size" in model_settings:
-        model_settings["context_size"] = int(data.mask.sum(axis=1).max())
-    config = SelectorConfig.from_dict({**model_settings, "image_dim": image_dim,
-                                       "text_dim": text_dim, "indicator_names": list(names)})
-    train_settings = dict(settings["training"])
-    run_cv = bool(train_settings.pop("cross_validate", True))
-    train = TrainConfig.from_dict(train_settings)
+    data = load_training_data(pool, subsets, labels, repo)
+    selector = Selector.from_settings(settings)
     started = time.time()
-    result = fit(data, config, train, progress=True)
-    report: Dict[str, Any] = {"subsets": len(data), "samples_per_subset": int(data.mask.sum(1).max()),
-                              **training_metadata(result, train),
+    selector.fit(data, progress=True)
+    report: Dict[str, Any] = {"subsets": len(data), "samples_per_subset": selector.context_size_,
+                              **selector.training_metadata(),
                               "fit_seconds": round(time.time() - started, 2)}
-    if run_cv:
-        cv = cross_validate(data, config, train)
+    if settings["training"]["cross_validate"]:
+        cv = cross_validate(data, selector)
         report["cross_validation"] = cv.to_dict()
         log(cv.table())
         if cv.warning():
             log(cv.warning())
-    save_checkpoint(result.model, out, {**report, "inputs": {
+    selector.save(out, {**report, "inputs": {
         "pool": str(pool) if pool else None, "subsets": str(subsets) if subsets else None,
         "labels": str(labels) if labels else None, "repo": str(repo) if repo else None},
         "versions": package_versions()})
@@ -115,12 +110,14 @@ def requested_model_settings(settings: Dict[str, Any],
             if shipped.get(key, missing) != value or type(shipped.get(key)) is not type(value)}
 
 
-def apply_model_settings(model: Any, requested: Dict[str, Any], checkpoint: Any) -> Dict[str, Any]:
-    """Apply the scoring-time settings a run asks for to the loaded selector; refuse a learned one
-    that differs from the checkpoint's. Returns the model settings actually used (recorded)."""
+def apply_model_settings(selector: Any, requested: Dict[str, Any],
+                         checkpoint: Any) -> Dict[str, Any]:
+    """Apply the scoring-time settings a run asks for to the loaded
+    :class:`~selector.model.training.Selector`; refuse a learned one that differs from the
+    checkpoint's. Returns the model settings actually used (recorded)."""
     import dataclasses
 
-    config = model.config
+    config = selector.config_
     for key in LEARNED_MODEL_KEYS:
         if key in requested and requested[key] != getattr(config, key):
             raise InputError(f"model.{key}={requested[key]!r}: {key} is learned by train-selector "
@@ -130,9 +127,10 @@ def apply_model_settings(model: Any, requested: Dict[str, Any], checkpoint: Any)
         key = next(iter(scoring))
         raise InputError(f"model.{key}={scoring[key]!r}: {checkpoint} is a reference-mode "
                          "selector, which scores the whole pool at once (no rounds, no seed)")
-    if scoring:
-        model.config = dataclasses.replace(config, **scoring)
-    used = {key: getattr(model.config, key) for key in LEARNED_MODEL_KEYS + SCORING_MODEL_KEYS}
-    if model.config.mode == "reference":
+    config = dataclasses.replace(config, **scoring)  # checked before the selector takes them
+    for key, value in scoring.items():
+        setattr(selector, key, value)
+    used = {key: getattr(config, key) for key in LEARNED_MODEL_KEYS + SCORING_MODEL_KEYS}
+    if config.mode == "reference":
         used.update(score_rounds=None, score_seed=None)  # not used by a reference-mode selector
     return used

@@ -19,9 +19,9 @@ Our own checkpoints are a folder with ``selector.safetensors`` and ``selector.js
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -32,6 +32,12 @@ from selector.scoring.reference import REFERENCE_INDICATORS
 from selector.core.jsonio import PathLike, read_json, write_json
 
 MODES = ("default", "reference")
+#: The released ``best_model.pth`` holds weights only; these settings describe the network it
+#: was saved from (4 heads, residual attention, trained on subsets of 114 samples). The two
+#: scoring settings are not used in reference mode (the whole pool is one sequence); they are
+#: the values every earlier version gave a released checkpoint, so its records stay the same.
+RELEASED_SETTINGS: Dict[str, Any] = {"n_heads": 4, "residual": True, "context_size": 114,
+                                     "score_rounds": 4, "score_seed": 0}
 #: The original multiplied these indicators by 10 before the network.
 REFERENCE_INDICATOR_SCALE = {"clip": 1.0, "reward": 10.0, "length": 10.0, "gpt": 1.0}
 WEIGHTS_FILE, CONFIG_FILE = "selector.safetensors", "selector.json"
@@ -39,16 +45,22 @@ WEIGHTS_FILE, CONFIG_FILE = "selector.safetensors", "selector.json"
 
 @dataclass
 class SelectorConfig:
-    image_dim: int = 6
-    text_dim: int = 6
-    indicator_names: List[str] = field(default_factory=lambda: list(REFERENCE_INDICATORS))
-    n_heads: int = 4
-    n_layers: int = 2
-    residual: bool = True
-    mode: str = "default"
-    context_size: int = 114
-    score_rounds: int = 4
-    score_seed: int = 0
+    """A selector network's settings, as its checkpoint's ``selector.json`` holds them (in this
+    field order). No defaults: the shipped ones live in configs/selector/default.yaml, the
+    feature widths and ``context_size`` are learned from the data
+    (:class:`selector.model.training.Selector`), and a released ``.pth`` gets its own
+    (:data:`RELEASED_SETTINGS`)."""
+
+    image_dim: int
+    text_dim: int
+    indicator_names: List[str]
+    n_heads: int
+    n_layers: int
+    residual: bool
+    mode: str
+    context_size: int
+    score_rounds: int
+    score_seed: int
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -224,8 +236,12 @@ def reference_query_chunk(n: int, n_heads: int,
 def score_features(model: SelectorNet, features: np.ndarray,
                    sets_per_batch: Optional[int] = None, progress: bool = False,
                    chunk_rows: int = CHUNK_ROWS,
-                   reference_budget_bytes: int = REFERENCE_ATTENTION_BYTES) -> np.ndarray:
-    """Score every row of ``features`` [N, in_dim]; returns float64 scores [N].
+                   reference_budget_bytes: int = REFERENCE_ATTENTION_BYTES,
+                   score_rounds: Optional[int] = None,
+                   score_seed: Optional[int] = None) -> np.ndarray:
+    """Score every row of ``features`` [N, in_dim]; returns float64 scores [N]. The network
+    layer of :meth:`selector.model.training.Selector.predict`, which passes its scoring
+    settings (``score_rounds``, ``score_seed``; None: those of ``model.config``).
 
     Memory is bounded whatever N: default mode runs ``sets_per_batch`` sets per forward pass
     (by default as many as fit ``chunk_rows`` rows, a multiple of 64); reference mode, whose
@@ -234,6 +250,8 @@ def score_features(model: SelectorNet, features: np.ndarray,
     changes neither the sets nor what attends to what, so the scores are those of one pass.
     """
     config = model.config
+    rounds = config.score_rounds if score_rounds is None else score_rounds
+    seed = config.score_seed if score_seed is None else score_seed
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or features.shape[1] != config.in_dim:
         raise InputError(f"selector expects {config.in_dim} input features per sample, got "
@@ -248,8 +266,8 @@ def score_features(model: SelectorNet, features: np.ndarray,
     n = len(features)
     sets_per_batch = sets_per_batch or default_sets_per_batch(config.context_size, chunk_rows)
     total = np.zeros(n, dtype=np.float64)
-    rng = np.random.default_rng(config.score_seed)
-    for _ in tqdm(range(config.score_rounds), desc="scoring rounds", disable=not progress):
+    rng = np.random.default_rng(seed)
+    for _ in tqdm(range(rounds), desc="scoring rounds", disable=not progress):
         sets = _partition(n, config.context_size, rng)
         for start in range(0, len(sets), sets_per_batch):
             rows = sets[start:start + sets_per_batch]
@@ -258,7 +276,7 @@ def score_features(model: SelectorNet, features: np.ndarray,
             # positions past n are the samples repeated to fill the last set: not counted twice
             keep = start * rows.shape[1] + np.arange(flat.size) < n
             total[flat[keep]] += scores[keep]
-    return total / config.score_rounds
+    return total / rounds
 
 
 def build(config: SelectorConfig, seed: int = 0) -> SelectorNet:
@@ -294,8 +312,8 @@ def load_reference_checkpoint(path: PathLike, **overrides: Any) -> SelectorNet:
                          f"[1, 2 x feature width + {len(REFERENCE_INDICATORS)}])")
     n_layers = len({key.split(".")[1] for key in state if key.startswith("multihead_attns.")})
     image_dim = text_dim = (width - len(REFERENCE_INDICATORS)) // 2
-    values = dict(image_dim=image_dim, text_dim=text_dim, n_layers=n_layers, mode="reference",
-                  n_heads=overrides.pop("n_heads", 4))
+    values = dict(RELEASED_SETTINGS, image_dim=image_dim, text_dim=text_dim,
+                  indicator_names=list(REFERENCE_INDICATORS), n_layers=n_layers, mode="reference")
     values.update(overrides)
     return _load_state(_config_from(values, path), state, path, strict=False)
 
@@ -344,8 +362,11 @@ def _load_state(config: SelectorConfig, state: Dict[str, Any], path: Path,
     return model.eval()
 
 
-def save_checkpoint(model: SelectorNet, folder: PathLike, metadata: Optional[Dict] = None) -> Path:
-    """Write ``selector.safetensors`` + ``selector.json`` (config and training metadata)."""
+def save_checkpoint(model: SelectorNet, folder: PathLike, metadata: Optional[Dict] = None,
+                    config: Optional[SelectorConfig] = None) -> Path:
+    """Write ``selector.safetensors`` + ``selector.json`` (config and training metadata);
+    ``config``: the one to record (default ``model.config``; a :class:`Selector` passes its own,
+    whose scoring settings may differ from the network's)."""
     from safetensors.torch import save
 
     from selector.core.atomic import write_bytes
@@ -353,7 +374,8 @@ def save_checkpoint(model: SelectorNet, folder: PathLike, metadata: Optional[Dic
     folder = Path(folder)
     state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
     write_bytes(folder / WEIGHTS_FILE, save(state, metadata={"format": "igpt4-selector/1"}))
-    write_json(folder / CONFIG_FILE, {"config": asdict(model.config), "metadata": metadata or {}})
+    write_json(folder / CONFIG_FILE, {"config": asdict(config or model.config),
+                                      "metadata": metadata or {}})
     return folder
 
 
@@ -388,14 +410,3 @@ def load_checkpoint(path: PathLike) -> SelectorNet:
     except OSError as exc:
         raise os_error_line(weights, exc, "cannot read") from None
     return _load_state(config, state, weights)
-
-
-def check_pool_fits(model: SelectorNet, image_dim: int, text_dim: int,
-                    indicator_names: Sequence[str], source: str) -> None:
-    config = model.config
-    if (image_dim, text_dim) != (config.image_dim, config.text_dim):
-        raise InputError(f"{source}: features are {image_dim}+{text_dim} wide; the selector was "
-                         f"trained on {config.image_dim}+{config.text_dim}")
-    if list(indicator_names) != list(config.indicator_names):
-        raise InputError(f"{source}: indicators {', '.join(indicator_names)} differ from the "
-                         f"selector's {', '.join(config.indicator_names)}")

@@ -1,5 +1,6 @@
 """Synthetic feature pools with a known hidden quality, for tests and benchmarks of the selector
-stage (no images, no models; ``igpt4 demo`` draws real images instead, see :mod:`.toy_data`).
+stage (no images, no models; ``igpt4 demo`` draws real images instead, see
+:mod:`selector.app.toy`).
 
 The features and indicators are drawn from a known generative model, and subset labels come from
 a synthetic oracle:
@@ -15,15 +16,20 @@ a synthetic oracle:
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import TYPE_CHECKING, Dict, Tuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from selector.scoring.pool import FeaturePool
 
 
 BAD_FRACTION = 0.2
 
 
-def make_toy_pool(n: int, seed: int = 0):
+def synthetic_feature_pool(n: int, seed: int = 0) -> Tuple[FeaturePool, np.ndarray, np.ndarray]:
+    """(FeaturePool of ``n`` samples, ids ``"2"``..``str(n + 1)``, hidden quality per sample,
+    bad mask per sample), drawn from the generative model above for ``seed``."""
     from selector.scoring.pool import FeaturePool
 
     rng = np.random.default_rng(seed)
@@ -44,7 +50,10 @@ def make_toy_pool(n: int, seed: int = 0):
     return pool, quality, bad
 
 
-def oracle_labels(subsets: Dict[str, list], quality_of: Dict[str, float], seed: int = 0):
+def synthetic_labels(subsets: Dict[str, list], quality_of: Dict[str, float],
+                     seed: int = 0) -> Dict[str, float]:
+    """The synthetic oracle's label per subset (see above), from each sample's hidden quality
+    (``quality_of``: id -> q, as :func:`synthetic_feature_pool` drew it)."""
     rng = np.random.default_rng(seed + 1)
     return {name: round(30 + 2 * float(np.mean([quality_of[i] for i in members]))
                         + float(rng.normal(scale=0.05)), 4)

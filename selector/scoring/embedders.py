@@ -12,14 +12,16 @@
   the pool's features, then reused for any subset or new sample. The original refitted PCA per
   subset, so its training and selection features lived in different spaces.
 
-Embeddings are cached per sample in ``.npy`` shards indexed from the store, so a rerun computes
-only what is missing.
+Embedders are registered by name, as the indicators are: ``clip_image``, ``causal_lm`` and
+``sentence_transformers`` (:func:`create_embedder`); the ``features.text.kind`` setting is the text
+embedder's name. Embeddings are cached per sample in ``.npy`` shards indexed from the store, so a
+rerun computes only what is missing.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -30,8 +32,14 @@ from selector.scoring.indicators.devices import load_failure, resolve_device, to
 
 
 class Embedder:
-    """One vector per sample: ``embed`` returns ([n, d] float32, per-sample problem or None)."""
+    """One vector per sample: ``embed`` returns ([n, d] float32, per-sample problem or None).
 
+    ``name`` is the registry name (set by :func:`register`); ``kind`` the modality (``image`` or
+    ``text``): it names the settings block (``features.<kind>``), the cache's array kind and, with
+    ``settings()``, the cache key, so two embedders of one kind share neither.
+    """
+
+    name: str = ""
     kind: str = ""
 
     def settings(self) -> Dict[str, Any]:
@@ -41,10 +49,40 @@ class Embedder:
         raise NotImplementedError
 
 
+_REGISTRY: Dict[str, type] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator: the embedder is created by ``name`` (:func:`create_embedder`)."""
+    def decorate(cls: type) -> type:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return decorate
+
+
+def embedder_names(kind: Optional[str] = None) -> List[str]:
+    """The registered names, sorted; only those of one ``kind`` (``image`` / ``text``) if given."""
+    return sorted(name for name, cls in _REGISTRY.items() if kind is None or cls.kind == kind)
+
+
+def create_embedder(name: str, **settings: Any) -> Embedder:
+    """An embedder by its registry name (``clip_image``, ``causal_lm``, ``sentence_transformers``)
+    with its settings (a ``features.<kind>`` block without ``kind``, plus e.g. ``progress``)."""
+    if name not in _REGISTRY:
+        raise InputError(f"unknown embedder {name!r} (known: {', '.join(embedder_names())})")
+    cls = _REGISTRY[name]
+    try:
+        return cls(**settings)
+    except TypeError as exc:  # a setting it does not take: named by the block it came from
+        raise InputError(f"features.{cls.kind}: {exc}") from None
+
+
 def sample_text(sample: Sample) -> str:
     return "\n".join(sample.answers)
 
 
+@register("clip_image")
 class ClipImageEmbedder(Embedder):
     kind = "image"
 
@@ -87,6 +125,7 @@ class ClipImageEmbedder(Embedder):
         return _assemble(rows, problems)
 
 
+@register("causal_lm")
 class CausalLMTextEmbedder(Embedder):
     kind = "text"
 
@@ -151,6 +190,7 @@ class CausalLMTextEmbedder(Embedder):
         return _assemble(rows, problems)
 
 
+@register("sentence_transformers")
 class SentenceTransformerTextEmbedder(Embedder):
     kind = "text"
 
@@ -206,32 +246,12 @@ def _assemble(rows: Dict[int, np.ndarray], problems: List[Optional[str]]
     return matrix, problems
 
 
-TEXT_EMBEDDERS = {"causal_lm": CausalLMTextEmbedder,
-                  "sentence_transformers": SentenceTransformerTextEmbedder}
-
-
-def create_embedder(kind: str, settings: Dict[str, Any], progress: bool = True) -> Embedder:
-    """``image`` (CLIP image tower) or ``text`` (``settings['kind']``: causal_lm or
-    sentence_transformers) from a settings block of the indicator config."""
-    settings = dict(settings)
-    try:
-        if kind == "image":
-            return ClipImageEmbedder(**settings, progress=progress)
-        text_kind = settings.pop("kind", "causal_lm")
-        if text_kind not in TEXT_EMBEDDERS:
-            raise InputError(f"features.text.kind must be one of {', '.join(TEXT_EMBEDDERS)} "
-                             f"(got {text_kind!r})")
-        return TEXT_EMBEDDERS[text_kind](**settings, progress=progress)
-    except TypeError as exc:
-        raise InputError(f"features.{kind}: {exc}") from None
-
-
 def embed_cached(store, embedder: Embedder, samples: Sequence[Sample], hashes: Sequence[str],
                  chunk_size: int = 256, ranks: Optional[Ranks] = None
                  ) -> Tuple[np.ndarray, List[Optional[str]]]:
     """Embeddings of every sample ([n, d], NaN rows with a problem), computing only the samples
     missing from the store, one stored shard per chunk (each rank its share under a launcher)."""
-    from selector.scoring.store import settings_hash
+    from selector.core.cache import settings_hash
 
     settings = embedder.settings()
     key = settings_hash(f"embedding:{embedder.kind}", settings)
@@ -291,12 +311,9 @@ class Projection:
         """:meth:`fit`, reused from ``WORK/pca/<key>.npz`` when the same embeddings (embedder
         settings + the samples' content hashes, in order) were fitted with the same settings:
         a rerun then neither refits nor imports scikit-learn."""
-        import hashlib
-        import json
+        from selector.core.fingerprint import fingerprint
 
-        key = hashlib.sha256(json.dumps({**key_parts, "n_components": n_components,
-                                         "seed": seed}, sort_keys=True, default=str).encode()
-                             ).hexdigest()[:24]
+        key = fingerprint({**key_parts, "n_components": n_components, "seed": seed}, length=24)
         path = Path(work_dir) / "pca" / f"{key}.npz"
         if path.is_file():
             try:  # an .npz of plain arrays only: an object array (a pickle) is refused

@@ -93,13 +93,12 @@ class FeaturePool:
         process, so an unchanged rewritten pool keeps its digest while any changed value does
         not. The one pool digest: selections record it, reports and cached selections compare
         it."""
-        import hashlib
+        from selector.core.fingerprint import Fingerprint
 
-        digest = hashlib.sha256(json.dumps([self.ids, self.indicator_names]).encode("utf-8"))
+        digest = Fingerprint().update([self.ids, self.indicator_names])
         for array in (self.image, self.text, self.indicators):
             array = np.ascontiguousarray(array, dtype=np.float32)
-            digest.update(json.dumps(list(array.shape)).encode("ascii"))
-            digest.update(array.tobytes())
+            digest.update(list(array.shape)).update_bytes(array.tobytes())
         return digest.hexdigest()
 
     def check_finite(self, source: str = "pool") -> None:

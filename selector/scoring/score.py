@@ -51,12 +51,15 @@ def score(data: PathLike, work: PathLike, out: Optional[PathLike], names: List[s
           settings: Dict[str, Any], image_root: Optional[PathLike] = None,
           skip_invalid: bool = False, pool_out: Optional[PathLike] = None,
           pca_from: Optional[PathLike] = None, dry_run: bool = False,
-          ranks=None) -> ScoreSummary:
-    """``ranks``: how work is shared (default: detected from torchrun / accelerate variables)."""
+          ranks=None, known_hashes: Optional[Dict[str, str]] = None) -> ScoreSummary:
+    """``ranks``: how work is shared (default: detected from torchrun / accelerate variables).
+    ``known_hashes``: sample hashes by id already computed from this data (the pipeline's data
+    fingerprint), so no image is read twice for them."""
     from selector.data.samples import read_pool
     from selector.core.distributed import Ranks
     from selector.scoring.indicators import create
-    from selector.scoring.store import Store, sample_hash, score_cached
+    from selector.core.cache import Store
+    from selector.scoring.store import sample_hash, score_cached
 
     if out is not None and Path(out).suffix not in EXPORT_FORMATS:
         raise InputError(f"{out}: export format must be one of {', '.join(EXPORT_FORMATS)}")
@@ -89,7 +92,8 @@ def score(data: PathLike, work: PathLike, out: Optional[PathLike], names: List[s
     with ranks.main_first():
         store = Store(work)
     with store:
-        hashes = [sample_hash(s) for s in pool.samples]
+        known = known_hashes or {}
+        hashes = [known.get(s.id) or sample_hash(s) for s in pool.samples]
         embedders = _embedders(settings, ranks.is_main) if pool_out is not None else []
         if dry_run:
             _plan(store, indicators, embedders, pool.samples, hashes)
@@ -141,17 +145,28 @@ def _saved_pca(pca_from: PathLike):
         raise InputError(f"--pca-from {pca_from}: {exc}") from None
 
 
+IMAGE_EMBEDDER = "clip_image"  # features.image has no kind: the CLIP image tower is the one
+TEXT_EMBEDDER = "causal_lm"  # features.text.kind when a block leaves it out (the paper's)
+
+
 def _embedders(settings: Dict[str, Any], progress: bool) -> list:
-    from selector.scoring.embedders import create_embedder
+    """(image, text) embedders, created by name from the ``features`` blocks: the text block's
+    ``kind`` names its embedder."""
+    from selector.scoring.embedders import create_embedder, embedder_names
 
     features = settings.get("features", {})
-    return [create_embedder("image", features.get("image", {}), progress),
-            create_embedder("text", features.get("text", {}), progress)]
+    text = dict(features.get("text", {}))
+    text_name = text.pop("kind", TEXT_EMBEDDER)
+    if text_name not in embedder_names("text"):
+        raise InputError(f"features.text.kind must be one of {', '.join(embedder_names('text'))} "
+                         f"(got {text_name!r})")
+    return [create_embedder(IMAGE_EMBEDDER, **features.get("image", {}), progress=progress),
+            create_embedder(text_name, **text, progress=progress)]
 
 
 def _plan(store, indicators, embedders, samples, hashes) -> None:
     """What a real run would compute and what it would cost; computes nothing."""
-    from selector.scoring.store import settings_hash
+    from selector.core.cache import settings_hash
 
     lines = []
     for indicator in indicators:

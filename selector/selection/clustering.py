@@ -199,14 +199,14 @@ def diversity_clusters(embeddings: np.ndarray, settings: Mapping[str, Any]) -> D
     return DiversityClustering(np.asarray(labels), method, info)
 
 
-def read_clusters(path: Any, pool_ids: Sequence[str], k: Optional[int] = None
+def read_clusters(path: Any, pool_ids: Sequence[str], num_samples: Optional[int] = None
                   ) -> Dict[str, List[str]]:
     """A clusters file ``{cluster: [ids]}`` checked against the pool it clusters.
 
     An id the pool lacks is an error naming the ids, not a sample quietly dropped: a clusters file
     made for another pool (or with mistyped ids) would otherwise select fewer samples, or other
-    ones, than asked. With ``k``, the clusters must hold at least ``k`` pool samples (the rule
-    only selects clustered samples)."""
+    ones, than asked. With ``num_samples``, the clusters must hold at least that many pool samples
+    (the rule only selects clustered samples)."""
     from selector.scoring.pool import read_subsets
 
     clusters = read_subsets(path, kind="cluster")
@@ -219,7 +219,7 @@ def read_clusters(path: Any, pool_ids: Sequence[str], k: Optional[int] = None
         raise InputError(f"{path}: {len(unknown)} ids are not in the pool: {shown}{more} (a "
                          "clusters file may only name the pool's samples)")
     clustered = sum(len(members) for members in clusters.values())
-    if k is not None and clustered < k:
+    if num_samples is not None and clustered < num_samples:
         raise InputError(f"{path}: the clusters hold {clustered} of the pool's samples; cannot "
-                         f"select {k} (only clustered samples are eligible)")
+                         f"select {num_samples} (only clustered samples are eligible)")
     return clusters

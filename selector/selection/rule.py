@@ -1,11 +1,12 @@
-"""Choosing the subset: diversity clusters, per-cluster quotas, global top-k; and baselines.
+"""Choosing the subset: diversity clusters, per-cluster quotas, a global top cut; and baselines.
 
 The rule of the paper (and of the original ``selector/eval_clus.py``): for every diversity cluster,
 rank its samples by score and keep the top ``max(1, int(quota_total * |cluster| / N))``; pool those,
-rank again and keep ``k``; output sorted by sample id. When truncated quotas leave fewer than
-``k`` candidates, the best remaining samples fill up to ``k`` (the original returned fewer; reference
-mode keeps that behaviour). ``quota_total`` is a small surplus over ``k``
-(204 for k = 200, N = 3439) so that the global cut has something to choose from.
+rank again and keep ``num_samples`` (the selection size: ``--num``, ``selection.num_samples``);
+output sorted by sample id. When truncated quotas leave fewer than ``num_samples`` candidates, the
+best remaining samples fill up to ``num_samples`` (``fill_up``; the original returned fewer, and
+reference mode keeps that behaviour). ``quota_total`` is a small surplus over ``num_samples``
+(204 for 200, N = 3439) so that the global cut has something to choose from.
 
 ``truncate_scores=True`` is the original's ranking key ``int(score)``, with Python's stable sort
 breaking ties by cluster-file order; the default ranks by the float score.
@@ -25,9 +26,9 @@ import numpy as np
 from selector.core.errors import InputError
 
 
-def default_quota_total(k: int) -> int:
-    """k plus a 2% surplus, rounded up: 204 for k = 200 (the original's constant)."""
-    return k + (2 * k + 99) // 100
+def default_quota_total(num_samples: int) -> int:
+    """``num_samples`` plus a 2% surplus, rounded up: 204 for 200 (the original's constant)."""
+    return num_samples + (2 * num_samples + 99) // 100
 
 
 def cluster_quota(cluster_size: int, quota_total: int, pool_size: int) -> int:
@@ -59,12 +60,12 @@ class Selection:
 
 
 def select_diverse_top_k(ids: Sequence[str], scores: Sequence[float],
-                         clusters: Dict[str, List[str]], k: int = 200,
+                         clusters: Dict[str, List[str]], num_samples: int,
                          quota_total: Optional[int] = None, truncate_scores: bool = False,
-                         fill_to_k: bool = True) -> Selection:
+                         fill_up: bool = True) -> Selection:
     """The diversity rule, for clusters given as ``{cluster: [ids]}`` (e.g. a clusters file).
-    Truncated quotas can leave fewer than k candidates (the original could return fewer than
-    asked); with ``fill_to_k`` the best remaining clustered samples fill up."""
+    Truncated quotas can leave fewer than ``num_samples`` candidates (the original could return
+    fewer than asked); with ``fill_up`` the best remaining clustered samples fill up."""
     ids = list(ids)
     index = _index(ids)
     member_rows: List[int] = []
@@ -87,14 +88,14 @@ def select_diverse_top_k(ids: Sequence[str], scores: Sequence[float],
                 raise InputError(f"clusters: sample {ids[row]!r} is listed more than once "
                                  f"(again in cluster {names[c]!r})")
             seen[row] = True
-    return _select(ids, scores, rows, np.asarray(member_cluster, dtype=np.int64), names, k,
-                   quota_total, truncate_scores, fill_to_k, ignored)
+    return _select(ids, scores, rows, np.asarray(member_cluster, dtype=np.int64), names,
+                   num_samples, quota_total, truncate_scores, fill_up, ignored)
 
 
 def select_diverse_top_k_labels(ids: Sequence[str], scores: Sequence[float],
-                                labels: Sequence[int], k: int = 200,
+                                labels: Sequence[int], num_samples: int,
                                 quota_total: Optional[int] = None, truncate_scores: bool = False,
-                                fill_to_k: bool = True) -> Selection:
+                                fill_up: bool = True) -> Selection:
     """The diversity rule for one cluster label per sample (e.g. spectral clustering), without
     building ``{cluster: [ids]}``: the same result as ``select_diverse_top_k(ids, scores,
     clusters_from_labels(ids, labels), ...)`` (clusters in order of first appearance, members in
@@ -113,8 +114,8 @@ def select_diverse_top_k_labels(ids: Sequence[str], scores: Sequence[float],
     names = [str(int(v)) for v in values[appearance]]
     if len(set(ids)) != len(ids):
         _index(ids)  # names the duplicate
-    return _select(ids, scores, rows, cluster[rows], names, k, quota_total, truncate_scores,
-                   fill_to_k, [])
+    return _select(ids, scores, rows, cluster[rows], names, num_samples, quota_total,
+                   truncate_scores, fill_up, [])
 
 
 def _index(ids: List[str]) -> Dict[str, int]:
@@ -127,14 +128,14 @@ def _index(ids: List[str]) -> Dict[str, int]:
 
 
 def _select(ids: List[str], scores: Sequence[float], rows: np.ndarray, cluster: np.ndarray,
-            names: List[str], k: int, quota_total: Optional[int], truncate_scores: bool,
-            fill_to_k: bool, ignored: List[str]) -> Selection:
+            names: List[str], num_samples: int, quota_total: Optional[int], truncate_scores: bool,
+            fill_up: bool, ignored: List[str]) -> Selection:
     """The rule on arrays, O(N log N): ``rows[j]`` is the pool row of the j-th cluster member in
     cluster-file order and ``cluster[j]`` its cluster's position in ``names``. Every ranking is a
     stable sort on the negated key, so ties keep the order the original's stable
     ``sorted(..., reverse=True)`` kept: cluster-file order within a cluster, candidate order
     (cluster by cluster) in the global cut, pool order in the fill-up."""
-    _check_k(k)
+    _check_num_samples(num_samples)
     values = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(values) != len(ids):
         raise InputError(f"{len(values)} scores for a pool of {len(ids)} samples")
@@ -144,7 +145,7 @@ def _select(ids: List[str], scores: Sequence[float], rows: np.ndarray, cluster: 
                          f"({int(bad.sum())} such samples)")
     key = np.trunc(values) if truncate_scores else values  # int(score): truncation toward 0
     pool_size = len(ids)
-    quota_total = default_quota_total(k) if quota_total is None else int(quota_total)
+    quota_total = default_quota_total(num_samples) if quota_total is None else int(quota_total)
     sizes = np.bincount(cluster, minlength=len(names))
     quota = np.maximum(1, quota_total * sizes // max(pool_size, 1))
     # members by cluster, then key descending, then cluster-file order
@@ -152,14 +153,14 @@ def _select(ids: List[str], scores: Sequence[float], rows: np.ndarray, cluster: 
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     rank = np.arange(len(order)) - starts[cluster[order]]
     candidates = rows[order[rank < quota[cluster[order]]]]
-    chosen = candidates[np.argsort(-key[candidates], kind="stable")[:k]]
+    chosen = candidates[np.argsort(-key[candidates], kind="stable")[:num_samples]]
     filled = 0
-    if fill_to_k and len(chosen) < k:
+    if fill_up and len(chosen) < num_samples:
         eligible = np.zeros(pool_size, dtype=bool)
         eligible[rows] = True
         eligible[chosen] = False
         rest = np.flatnonzero(eligible)  # pool order
-        extra = rest[np.argsort(-key[rest], kind="stable")[:k - len(chosen)]]
+        extra = rest[np.argsort(-key[rest], kind="stable")[:num_samples - len(chosen)]]
         chosen, filled = np.concatenate([chosen, extra]), len(extra)
     clustered = np.zeros(pool_size, dtype=bool)
     clustered[rows] = True
@@ -168,7 +169,8 @@ def _select(ids: List[str], scores: Sequence[float], rows: np.ndarray, cluster: 
         selected=sorted((ids[row] for row in chosen.tolist()), key=id_sort_key),
         quotas={names[c]: int(quota[c]) for c in range(len(names)) if sizes[c]},
         cluster_of=dict(zip([ids[row] for row in rows.tolist()], name_array[cluster].tolist())),
-        rule={"k": k, "quota_total": quota_total, "pool_size": pool_size,
+        # "k": the manifest's name for the selection size, kept for readers of its manifests
+        rule={"k": num_samples, "quota_total": quota_total, "pool_size": pool_size,
               "truncate_scores": truncate_scores, "candidates": int(len(candidates)),
               "filled": int(filled)},
         ignored_cluster_ids=ignored,
@@ -176,18 +178,18 @@ def _select(ids: List[str], scores: Sequence[float], rows: np.ndarray, cluster: 
 
 
 def select_diverse_top_k_loop(ids: Sequence[str], scores: Sequence[float],
-                              clusters: Dict[str, List[str]], k: int = 200,
+                              clusters: Dict[str, List[str]], num_samples: int,
                               quota_total: Optional[int] = None, truncate_scores: bool = False,
-                              fill_to_k: bool = True) -> Selection:
+                              fill_up: bool = True) -> Selection:
     """The same rule as :func:`select_diverse_top_k`, written as the original wrote it (Python
     dicts and ``sorted``). Kept as the executable specification the array version is tested
     against, and as the "before" of ``benchmarks/selection_scale.py``; not used by the pipeline.
     """
-    if k < 1:
-        raise InputError(f"number of samples to select must be >= 1, not {k}")
+    if num_samples < 1:
+        raise InputError(f"number of samples to select must be >= 1, not {num_samples}")
     score_of = dict(zip(ids, (float(s) for s in scores)))
     pool_size = len(score_of)
-    quota_total = default_quota_total(k) if quota_total is None else quota_total
+    quota_total = default_quota_total(num_samples) if quota_total is None else quota_total
     key = (lambda sample_id: int(score_of[sample_id])) if truncate_scores \
         else (lambda sample_id: score_of[sample_id])
     quotas: Dict[str, int] = {}
@@ -203,41 +205,45 @@ def select_diverse_top_k_loop(ids: Sequence[str], scores: Sequence[float],
             continue
         quotas[name] = cluster_quota(len(known), quota_total, pool_size)
         candidates += sorted(known, key=key, reverse=True)[:quotas[name]]
-    chosen = sorted(candidates, key=key, reverse=True)[:k]
+    chosen = sorted(candidates, key=key, reverse=True)[:num_samples]
     filled = 0
-    if fill_to_k and len(chosen) < k:
+    if fill_up and len(chosen) < num_samples:
         taken = set(chosen)
         rest = [i for i in ids if i in cluster_of and i not in taken]
-        extra = sorted(rest, key=key, reverse=True)[:k - len(chosen)]
+        extra = sorted(rest, key=key, reverse=True)[:num_samples - len(chosen)]
         chosen, filled = chosen + extra, len(extra)
     return Selection(
         selected=sorted(chosen, key=id_sort_key), quotas=quotas, cluster_of=cluster_of,
-        rule={"k": k, "quota_total": quota_total, "pool_size": pool_size,
+        rule={"k": num_samples, "quota_total": quota_total, "pool_size": pool_size,
               "truncate_scores": truncate_scores, "candidates": len(candidates),
               "filled": filled},
         ignored_cluster_ids=ignored,
         unclustered=[i for i in ids if i not in cluster_of])
 
 
-def _check_k(k: int) -> None:
-    """k >= 1: 0 must not mean "nothing", and a negative k would slice "all but |k|"."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InputError(f"number of samples to select must be a whole number >= 1, not {k!r}")
+def _check_num_samples(num_samples: int) -> None:
+    """``num_samples`` >= 1: 0 must not mean "nothing", and a negative one would slice "all but
+    the last |num_samples|"."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
+            or num_samples < 1:
+        raise InputError(f"number of samples to select must be a whole number >= 1, "
+                         f"not {num_samples!r}")
 
 
-def random_k(ids: Sequence[str], k: int, seed: int = 0) -> List[str]:
-    """Ablation baseline: k samples drawn uniformly without replacement (seeded)."""
-    _check_k(k)
-    if k > len(ids):
-        raise InputError(f"cannot draw {k} samples from a pool of {len(ids)}")
-    rows = np.random.default_rng(seed).choice(len(ids), size=k, replace=False)
+def random_k(ids: Sequence[str], num_samples: int, seed: int = 0) -> List[str]:
+    """Ablation baseline: ``num_samples`` drawn uniformly without replacement (seeded)."""
+    _check_num_samples(num_samples)
+    if num_samples > len(ids):
+        raise InputError(f"cannot draw {num_samples} samples from a pool of {len(ids)}")
+    rows = np.random.default_rng(seed).choice(len(ids), size=num_samples, replace=False)
     return sorted((ids[i] for i in rows), key=id_sort_key)
 
 
-def top_k_by(ids: Sequence[str], values: Sequence[float], k: int) -> List[str]:
-    """Ablation baseline: the k samples with the highest value of one indicator (stable ties)."""
-    _check_k(k)
-    if k > len(ids):
-        raise InputError(f"cannot select {k} samples from a pool of {len(ids)}")
-    order = np.argsort(-np.asarray(values, dtype=np.float64), kind="stable")[:k]
+def top_k_by(ids: Sequence[str], values: Sequence[float], num_samples: int) -> List[str]:
+    """Ablation baseline: the ``num_samples`` samples with the highest value of one indicator
+    (stable ties)."""
+    _check_num_samples(num_samples)
+    if num_samples > len(ids):
+        raise InputError(f"cannot select {num_samples} samples from a pool of {len(ids)}")
+    order = np.argsort(-np.asarray(values, dtype=np.float64), kind="stable")[:num_samples]
     return sorted((ids[i] for i in order.tolist()), key=id_sort_key)

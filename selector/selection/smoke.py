@@ -56,15 +56,15 @@ def build(folder: Path) -> Path:
     from selector.model.fit import train_selector
     from selector.core.jsonio import write_json
     from selector.core.settings import load_settings
-    from selector.model.synthetic import make_toy_pool, oracle_labels
+    from selector.model.synthetic import synthetic_feature_pool, synthetic_labels
 
-    pool, quality, _ = make_toy_pool(SAMPLES, seed=5)
+    pool, quality, _ = synthetic_feature_pool(SAMPLES, seed=5)
     pool.save(folder / "pool.safetensors")
     size = SAMPLES // SUBSETS
     members = {str(i): pool.ids[i * size:(i + 1) * size] for i in range(SUBSETS)}
     write_json(folder / "subsets.json", members)
-    write_json(folder / "labels.json", oracle_labels(members, dict(zip(pool.ids,
-                                                                       quality.tolist()))))
+    write_json(folder / "labels.json", synthetic_labels(members, dict(zip(pool.ids,
+                                                                          quality.tolist()))))
     annotations = [{"image_id": sample_id, "caption": f"A small picture, number {sample_id}. "
                     f"It shows a {'bright' if n % 2 else 'dark'} square on a plain background."}
                    for n, sample_id in enumerate(pool.ids)]

@@ -1,4 +1,4 @@
-"""eval_arena.datasets: the Arena's on-disk layouts, prompts, splits, sampling and input errors.
+"""eval_arena.datasets, .layouts, .sampling: the Arena's layouts, prompts, splits, sampling, errors.
 
 ``build_arena_layouts`` writes a small copy of every dataset in Multi-Modality-Arena's layout
 (``DATA_DIR/VQA_Datasets/<Name>``). tests/data/arena_datasets_golden.json holds what the Arena's
@@ -14,8 +14,9 @@ from typing import Dict, List
 import numpy as np
 import pytest
 
-from eval_arena.datasets import (DATASET_NAMES, arena_sample_indices, build_dataset,
-                                 read_tiny_positions, tiny_sample_indices)
+from eval_arena.datasets import build_dataset
+from eval_arena.layouts import DATASET_NAMES
+from eval_arena.sampling import arena_sample_indices, read_tiny_positions, tiny_sample_indices
 from selector.core.errors import InputError
 
 DATA = Path(__file__).resolve().parents[1] / "data"

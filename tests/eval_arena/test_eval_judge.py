@@ -21,7 +21,7 @@ from eval_arena.judge_cli import add_judge_parser
 from eval_arena.judge_prompts import (RULE_WITH_CONTEXT, RULE_WITHOUT_CONTEXT, SYSTEM_PROMPT,
                                       parse_pair)
 from selector.core.errors import InputError
-from selector.scoring.store import Store
+from selector.core.cache import Store
 
 SENTINEL = "sk-test-SENTINEL-judge-77"
 REPO = Path(__file__).resolve().parents[2]

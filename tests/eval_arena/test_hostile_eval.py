@@ -251,7 +251,7 @@ def test_damaged_judge_cache_names_the_cache_flag(tmp_path, capsys, monkeypatch,
 
 def test_store_names_the_callers_flag(tmp_path):
     from selector.core.errors import InputError
-    from selector.scoring.store import Store
+    from selector.core.cache import Store
 
     (tmp_path / "cache.sqlite").write_bytes(b"garbage" * 500)
     with pytest.raises(InputError, match="use another --work folder"):

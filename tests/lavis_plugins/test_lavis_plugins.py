@@ -4,18 +4,19 @@ from __future__ import annotations
 import pytest
 
 import lavis_plugins
+import lavis_plugins.hosts
 from selector.core.errors import InputError
 
 
 def test_no_host_gives_one_clear_message(monkeypatch):
-    monkeypatch.setattr(lavis_plugins.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(lavis_plugins.hosts.importlib.util, "find_spec", lambda name: None)
     assert lavis_plugins.available_hosts() == []
     with pytest.raises(InputError, match="neither MiniGPT-4 nor LAVIS is importable"):
         lavis_plugins.require_host()
 
 
 def test_detects_installed_hosts(monkeypatch):
-    monkeypatch.setattr(lavis_plugins.importlib.util, "find_spec",
+    monkeypatch.setattr(lavis_plugins.hosts.importlib.util, "find_spec",
                         lambda name: object() if name == "lavis" else None)
     assert lavis_plugins.available_hosts() == ["lavis"]
 
@@ -114,3 +115,77 @@ def test_conversation_builder_lays_rounds_out_for_minigpt4(tmp_path):
     assert item["instruction_input"] == "<Img><ImageHere></Img> What is in the picture? "
     assert item["answer"] == "A red square.######Human: What colour is it? ###Assistant: Red."
     assert train[1]["conv_a"] == "A blue field."
+
+
+def test_a_dataset_build_reads_pool_and_checkpoint_once_and_passes_no_strings(selected_setup,
+                                                                             monkeypatch):
+    """The builder hands its ``selector`` block down typed (no ``key=value`` overrides parsed on
+    the way), and a build that makes its selection reads the pool file and the checkpoint once."""
+    _lavis()
+    from lavis.datasets.builders import load_dataset
+
+    import selector.core.settings as settings_module
+    from selector.model import training
+    from selector.scoring.pool import FeaturePool
+    from selector.selection import run_selection
+
+    root, data = selected_setup
+    lavis_plugins.register(["lavis"])
+    reads = {"pool": 0, "checkpoint": 0}
+    real_pool, real_checkpoint = FeaturePool.load.__func__, training.load_checkpoint
+
+    def count_pool(cls, path, *args, **kwargs):
+        reads["pool"] += 1
+        return real_pool(cls, path, *args, **kwargs)
+
+    def count_checkpoint(*args, **kwargs):
+        reads["checkpoint"] += 1
+        return real_checkpoint(*args, **kwargs)
+
+    real_overrides = settings_module.override_layers
+
+    def no_strings(overrides, *args, **kwargs):
+        assert not list(overrides), f"key=value overrides parsed: {overrides}"
+        return real_overrides(overrides, *args, **kwargs)
+
+    handed = []
+    real_for_run = run_selection.selection_for_run
+    monkeypatch.setattr(FeaturePool, "load", classmethod(count_pool))
+    monkeypatch.setattr(training, "load_checkpoint", count_checkpoint)  # Selector.load's
+    monkeypatch.setattr(settings_module, "override_layers", no_strings)
+    monkeypatch.setattr(run_selection, "selection_for_run",
+                        lambda storage, options, *a: handed.append(options) or
+                        real_for_run(storage, options, *a))
+    # a selection not made before (its own cache folder): select() runs inside this build
+    config = _dataset_config(root, data, cache_dir=str(root / "cache-once"), num_samples=12)
+    train = load_dataset("cc_sbu_align_selected", cfg_path=str(config))["train"]
+    assert len(train) == 12 and reads == {"pool": 1, "checkpoint": 1}
+    assert isinstance(handed[0], run_selection.RunSelectionOptions)
+    assert handed[0].num_samples == 12 and handed[0].selection == {"n_clusters": 3}
+    reads.update(pool=0, checkpoint=0)  # reused: still once each (the key, the mode check)
+    assert len(load_dataset("cc_sbu_align_selected", cfg_path=str(config))["train"]) == 12
+    assert reads == {"pool": 1, "checkpoint": 1}
+
+
+def test_selection_options_read_the_block_as_before():
+    """Typed options keep the block's meaning: ``selection.num_samples`` wins over
+    ``num_samples``, a string is read as a YAML value (as the overrides did), errors name the
+    key and value as before, and keys the hosts add are ignored."""
+    from selector.selection.run_selection import RunSelectionOptions
+
+    options = RunSelectionOptions.from_block({"checkpoint": "c", "num_samples": "30",
+                                              "selection": {"num_samples": 40,
+                                                            "n_clusters": "4"},
+                                              "mode": None, "host_key": 1})
+    settings = options.selector_settings()
+    assert options.num_samples == 30 and options.mode == "default"
+    assert settings["selection"]["num_samples"] == 40 and settings["selection"]["n_clusters"] == 4
+    with pytest.raises(InputError, match=r"^--set selection\.nope=1: unknown setting "
+                                         r"'selection\.nope'"):
+        RunSelectionOptions.from_block({"selection": {"nope": 1}}).selector_settings()
+    with pytest.raises(InputError, match="selector.num_samples must be a whole number"):
+        RunSelectionOptions.from_block({"num_samples": "many"})
+    indicators = RunSelectionOptions.from_block(
+        {"indicators": {"pool": {"indicators": ["length"]}, "chunk_size": "8"}})
+    assert indicators.indicator_settings()["pool"]["indicators"] == ["length"]
+    assert indicators.indicator_settings()["chunk_size"] == 8

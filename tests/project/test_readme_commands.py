@@ -172,14 +172,14 @@ def stage2_data(tmp_path_factory):
     from conftest import make_cc_sbu_align
     from selector.model.fit import train_selector
     from selector.core.settings import load_settings
-    from selector.model.synthetic import make_toy_pool, oracle_labels
+    from selector.model.synthetic import synthetic_feature_pool, synthetic_labels
 
     root = tmp_path_factory.mktemp("stage2")
-    pool, quality, _ = make_toy_pool(240, seed=3)
+    pool, quality, _ = synthetic_feature_pool(240, seed=3)
     pool.save(root / "pool.safetensors")
     members = {str(i): pool.ids[i * 24:(i + 1) * 24] for i in range(10)}
     (root / "subsets.json").write_text(json.dumps(members))
-    (root / "labels.json").write_text(json.dumps(oracle_labels(members, dict(zip(
+    (root / "labels.json").write_text(json.dumps(synthetic_labels(members, dict(zip(
         pool.ids, quality.tolist())))))
     train_selector(root / "ckpt", load_settings(None, ["training.epochs=5",
                                                        "training.cross_validate=false"]),

@@ -2,26 +2,18 @@
 
 An indicator has a ``name``, the ``settings`` that determine its values (hashed into cache keys, so
 a changed setting recomputes only that indicator) and ``score(samples)`` returning one
-:class:`IndicatorValue` per sample: a value, or the reason there is none (a corrupt image, an empty
-answer, a NaN output). A bad sample never stops the others.
+:class:`~selector.core.cache.IndicatorValue` per sample: a value, or the reason there is none (a
+corrupt image, an empty answer, a NaN output). A bad sample never stops the others.
 """
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from selector.data.samples import Sample
+from selector.core.cache import IndicatorValue
 from selector.core.errors import InputError
-
-
-@dataclass(frozen=True)
-class IndicatorValue:
-    sample_id: str
-    value: Optional[float]
-    problem: Optional[str] = None
-    detail: Dict[str, Any] = field(default_factory=dict)
+from selector.data.samples import Sample
 
 
 class Indicator:
@@ -47,7 +39,7 @@ class Indicator:
         """Where the run keeps its state (e.g. submitted batch jobs); most indicators need none."""
 
     def attach_store(self, store: Any) -> None:
-        """The run's :class:`~selector.store.Store`, given before ``score`` is called: an
+        """The run's :class:`~selector.core.cache.Store`, given before ``score`` is called: an
         indicator paid per request (GPT) commits each reply there as it arrives; others ignore
         it."""
 

@@ -16,7 +16,8 @@ import functools
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from selector.data.samples import Sample
-from selector.scoring.indicators import Indicator, IndicatorValue, register
+from selector.core.cache import IndicatorValue
+from selector.scoring.indicators import Indicator, register
 from selector.scoring.indicators.devices import load_failure, precision_for, resolve_device
 
 
@@ -43,7 +44,7 @@ class _ImageDataset:
                 return index, self.preprocess(image.convert("RGB")), ""
         except OSError as exc:
             if exc.errno is not None:  # the OS failed to read it (EIO, EACCES, EMFILE, ENOENT):
-                from selector.scoring.store import Failure  # not a property of its bytes: never cached
+                from selector.core.cache import Failure  # not a property of its bytes: never cached
 
                 return index, torch.zeros(0), Failure(
                     f"image unreadable ({type(exc).__name__}: {exc.strerror}; a rerun retries it)")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any, Dict, List, Sequence
 
 from selector.data.samples import Sample
-from selector.scoring.indicators import Indicator, IndicatorValue, register
+from selector.core.cache import IndicatorValue
+from selector.scoring.indicators import Indicator, register
 
 
 @register("length")

@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from selector.data.samples import Sample
-from selector.scoring.indicators import Indicator, IndicatorValue, register
+from selector.core.cache import IndicatorValue
+from selector.scoring.indicators import Indicator, register
 from selector.scoring.indicators.devices import load_failure, resolve_device, torch_dtype
 
 

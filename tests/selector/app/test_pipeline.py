@@ -9,7 +9,8 @@ import yaml
 
 from conftest import make_cc_sbu_align
 from selector.core.errors import InputError
-from selector.app.pipeline import Pipeline, Recipe
+from selector.app.pipeline import Pipeline
+from selector.app.recipe import Recipe
 
 STAGES = ["score", "split", "labels", "train_selector", "select", "report", "train_config"]
 
@@ -144,3 +145,15 @@ def test_shipped_recipes_load():
     for name in ("instructiongpt4.yaml", "llava_conversations.yaml", "demo.yaml"):
         recipe = Recipe.load(name)
         assert recipe.stages and recipe.settings["select"]["num_samples"] > 0
+
+
+def test_a_run_reads_each_image_once_for_its_hashes(recipe_file, tmp_path, monkeypatch):
+    """The data fingerprint's sample hashes are the score stage's: no image is hashed twice."""
+    from selector.scoring import store
+
+    calls = []
+    real = store.sample_hash
+    monkeypatch.setattr(store, "sample_hash", lambda s, *a: calls.append(s.id) or real(s, *a))
+    records = _pipeline(recipe_file, f"pipeline.work={tmp_path / 'work'}").run(until="score")
+    assert _ran(records) == ["score"]
+    assert len(calls) == 60 and len(set(calls)) == 60

@@ -15,7 +15,8 @@ import yaml
 
 from conftest import make_cc_sbu_align
 from selector.core.errors import InputError
-from selector.app.pipeline import Pipeline, Recipe
+from selector.app.pipeline import Pipeline
+from selector.app.recipe import Recipe
 from selector.core.settings import config_dir
 
 STAGES = ["score", "labels", "train_selector", "select", "train_config"]

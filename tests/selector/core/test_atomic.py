@@ -36,11 +36,11 @@ ALLOWED = {
     ("eval_arena/runner.py", "os.open for writing"),
     # MiniGPT-4's Config reads a file: the merged config goes to a TemporaryDirectory that is
     # removed right after, never to a user's output
-    ("eval_arena/minigpt4_tester.py", "OmegaConf.save to a path"),
+    ("eval_arena/minigpt4_host.py", "OmegaConf.save to a path"),
     # whole folders, swapped in one rename (per-file atomicity is atomic.py's; these move a
     # finished folder into place, or the previous split aside with its results)
-    ("lavis_plugins/smoke.py", "os.rename"),
-    ("selector/app/pipeline.py", ".rename("),
+    ("selector/selection/smoke.py", "os.rename"),
+    ("selector/app/stages.py", ".rename("),
 }
 
 

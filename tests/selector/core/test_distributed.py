@@ -17,7 +17,7 @@ pytest.importorskip("accelerate", reason="accelerate is not installed (make test
 def test_two_ranks_score_their_shares_and_merge_to_the_single_process_result(
         tiny_clip_files, tiny_llama_dir, tmp_path):
     from selector.scoring.pool import FeaturePool
-    from tiny_models import tiny_score_settings
+    from selector.app.toy.models import tiny_score_settings
 
     captions = {str(i): f"a picture with {i} shapes. they are {'red' if i % 2 else 'blue'}"
                 for i in range(12)}

@@ -273,10 +273,10 @@ def test_generated_chinese_round_trips_exactly():
 
 @pytest.fixture(scope="module")
 def small_pool(tmp_path_factory):
-    from selector.model.synthetic import make_toy_pool
+    from selector.model.synthetic import synthetic_feature_pool
 
     root = tmp_path_factory.mktemp("pool")
-    pool, _, _ = make_toy_pool(40, seed=1)
+    pool, _, _ = synthetic_feature_pool(40, seed=1)
     pool.save(root / "pool.safetensors")
     return root / "pool.safetensors", pool
 
@@ -312,13 +312,13 @@ def test_library_counts():
     from selector.selection.rule import random_k, select_diverse_top_k, top_k_by
 
     ids = [str(i) for i in range(10)]
-    for k in (0, -2, True, 2.5):
+    for num_samples in (0, -2, True, 2.5):
         with pytest.raises(InputError, match="whole number >= 1"):
-            random_k(ids, k)
+            random_k(ids, num_samples)
         with pytest.raises(InputError, match="whole number >= 1"):
-            top_k_by(ids, np.arange(10.0), k)
+            top_k_by(ids, np.arange(10.0), num_samples)
         with pytest.raises(InputError, match="whole number >= 1"):
-            select_diverse_top_k(ids, np.arange(10.0), {"a": ids}, k=k)
+            select_diverse_top_k(ids, np.arange(10.0), {"a": ids}, num_samples=num_samples)
     with pytest.raises(InputError, match="cannot select 11"):
         top_k_by(ids, np.arange(10.0), 11)
     assert len(top_k_by(ids, np.arange(10.0), 3)) == 3
@@ -336,8 +336,9 @@ def test_clusters_naming_ids_absent_from_the_pool(tmp_path):
     with pytest.raises(InputError, match="8 ids are not in the pool: 'g0'.*and 3 more"):
         read_clusters(many, ids)
     with pytest.raises(InputError, match="hold 2 of the pool's samples; cannot select 3"):
-        read_clusters(_clusters(tmp_path, {"a": ["1"], "b": ["2"]}), ids, k=3)
-    assert read_clusters(_clusters(tmp_path, {"a": ["1", "2"], "b": [3]}), ids, k=3) == \
+        read_clusters(_clusters(tmp_path, {"a": ["1"], "b": ["2"]}), ids, num_samples=3)
+    assert read_clusters(_clusters(tmp_path, {"a": ["1", "2"], "b": [3]}), ids,
+                         num_samples=3) == \
         {"a": ["1", "2"], "b": ["3"]}
 
 

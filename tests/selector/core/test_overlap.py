@@ -72,16 +72,16 @@ def snapshot(root: Path) -> Dict[str, Tuple[str, str]]:
 def inputs(tmp_path) -> Dict[str, Path]:
     """Small real inputs of every kind under tmp_path/in (pool, data, subsets, labels, clusters,
     a checkpoint folder, an Arena answers run, judge files), and a link to the data."""
-    from selector.model.synthetic import make_toy_pool, oracle_labels
+    from selector.model.synthetic import synthetic_feature_pool, synthetic_labels
 
     root = tmp_path / "in"
     root.mkdir()
-    pool, quality, _ = make_toy_pool(24, seed=1)
+    pool, quality, _ = synthetic_feature_pool(24, seed=1)
     pool.save(root / "pool.safetensors")
     data = make_cc_sbu_align(root / "cc", {i: f"A picture {i}. It shows shapes." for i in pool.ids})
     members = {str(i): pool.ids[i * 6:(i + 1) * 6] for i in range(4)}
     (root / "subsets.json").write_text(json.dumps(members))
-    labels = oracle_labels(members, dict(zip(pool.ids, quality.tolist())))
+    labels = synthetic_labels(members, dict(zip(pool.ids, quality.tolist())))
     (root / "labels.json").write_text(json.dumps({"labels": labels}))
     (root / "clusters.json").write_text(json.dumps(members))
     (root / "ckpt").mkdir()

@@ -294,7 +294,7 @@ def test_minigpt4_host_model_loading_its_ckpt_unsafely_is_made_safe(tmp_path, ma
 
     monkeypatch.setattr(tester, "find_checkout", lambda checkout: tmp_path)
     monkeypatch.setattr(tester, "import_host", lambda folder: Registry())
-    monkeypatch.setattr(tester, "_host_config", lambda raw, options: raw)
+    monkeypatch.setattr(tester, "host_config", lambda raw, options: raw)
     config = tmp_path / "eval.yaml"
     OmegaConf.save(OmegaConf.create({"model": {"arch": "minigpt4", "ckpt": str(evil)}}), config)
     with pytest.raises(InputError, match="evil.pth"):
@@ -302,9 +302,9 @@ def test_minigpt4_host_model_loading_its_ckpt_unsafely_is_made_safe(tmp_path, ma
 
 
 def test_select_with_a_malicious_released_checkpoint(tmp_path, marker, capsys):
-    from selector.model.synthetic import make_toy_pool
+    from selector.model.synthetic import synthetic_feature_pool
 
-    pool, _, _ = make_toy_pool(20, seed=1)
+    pool, _, _ = synthetic_feature_pool(20, seed=1)
     pool.save(tmp_path / "pool.safetensors")
     evil = _evil_checkpoint(tmp_path / "best_model.pth", marker)
     line = _cli(capsys, "select", "--pool", tmp_path / "pool.safetensors", "--checkpoint", evil,

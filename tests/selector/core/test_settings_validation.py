@@ -196,7 +196,8 @@ def test_a_later_layer_is_named_and_a_good_one_passes(tmp_path):
 
 
 def test_every_shipped_config_validates():
-    from selector.app.pipeline import Pipeline, Recipe
+    from selector.app.pipeline import Pipeline
+    from selector.app.recipe import Recipe
     from selector.core.settings import load_settings
 
     for base in ("selector/default.yaml", "indicators/default.yaml"):
@@ -247,7 +248,7 @@ def test_demo_overrides_are_validated(capsys, tmp_path):
 
 
 def test_malformed_templates(capsys, tmp_path, files):
-    from selector.labels.subsets import load_template
+    from selector.labels.jobs import load_template
 
     bad = tmp_path / "template.yaml"
     bad.write_text("model:\n  arch: minigpt4\ndatasets:\n\tcc_sbu_align: {}\n")
@@ -473,15 +474,17 @@ def test_non_finite_json_labels(capsys, tmp_path, files, text):
 
 
 def test_training_that_diverges_is_one_line():
-    from selector.model.network import SelectorConfig
-    from selector.model.training import SubsetData, TrainConfig, fit
+    from selector.core.settings import load_settings
+    from selector.model.training import Selector, SubsetData
+    from selector.scoring.reference import REFERENCE_INDICATORS
 
     rng = np.random.default_rng(0)
     features = [rng.normal(size=(4, 16)).astype(np.float32) for _ in range(6)]
     # labels past float32's range (the Python API does not read them through read_labels)
-    data = SubsetData.from_lists(features, [3e38, -3e38, 3e38, -3e38, 1, 2], list("abcdef"))
+    data = SubsetData.from_lists(features, [3e38, -3e38, 3e38, -3e38, 1, 2], list("abcdef"),
+                                 6, 6, REFERENCE_INDICATORS)
     with pytest.raises(InputError, match="selector training diverged"):
-        fit(data, SelectorConfig(context_size=4), TrainConfig(epochs=3))
+        Selector.from_settings(load_settings(None, ["training.epochs=3"])).fit(data)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,9 +7,19 @@ import torch
 from torch import nn
 
 from selector.core.errors import InputError
-from selector.model.network import (SelectorConfig, build, load_checkpoint, load_reference_checkpoint,
-                            save_checkpoint, score_features)
-from selector.scoring.reference import CHECKPOINT, ReferenceRepo
+from selector.model.network import (SelectorConfig, build, load_checkpoint,
+                                    load_reference_checkpoint, save_checkpoint, score_features)
+from selector.scoring.reference import CHECKPOINT, REFERENCE_INDICATORS, ReferenceRepo
+
+
+def selector_config(**values) -> SelectorConfig:
+    """A network config for tests: the shipped model settings (configs/selector/default.yaml)
+    on the released feature layout (6 image + 6 text features, the four indicators), with
+    ``values`` over them (SelectorConfig itself has no defaults)."""
+    from selector.core.settings import load_settings
+
+    layout = {"image_dim": 6, "text_dim": 6, "indicator_names": list(REFERENCE_INDICATORS)}
+    return SelectorConfig(**{**layout, **load_settings(None, [])["model"], **values})
 
 
 def original_scores(state, features: np.ndarray) -> np.ndarray:
@@ -69,7 +79,7 @@ def _random_features(n, seed=0, width=16):
 
 
 def test_default_mode_scores_every_sample_once_per_round():
-    config = SelectorConfig(context_size=16, score_rounds=3)
+    config = selector_config(context_size=16, score_rounds=3)
     model = build(config, seed=1)
     features = _random_features(100)  # 100 = 6 full sets + one filled up from the start
     scores = score_features(model, features)
@@ -83,7 +93,7 @@ def test_default_mode_scores_every_sample_once_per_round():
 
 def test_default_mode_sets_are_independent():
     """Within one set only its members matter: a pool of exactly one context is one set."""
-    config = SelectorConfig(context_size=8, score_rounds=1)
+    config = selector_config(context_size=8, score_rounds=1)
     model = build(config, seed=0)
     features = _random_features(8)
     alone = score_features(model, features)
@@ -92,18 +102,18 @@ def test_default_mode_sets_are_independent():
 
 
 def test_default_mode_pads_to_a_multiple_of_heads():
-    config = SelectorConfig(indicator_names=["clip", "reward", "length"])  # 15 inputs, 4 heads
+    config = selector_config(indicator_names=["clip", "reward", "length"])  # 15 inputs, 4 heads
     assert config.in_dim == 15 and config.d_model == 16
     assert np.isfinite(score_features(build(config), _random_features(50, width=15))).all()
 
 
 def test_reference_mode_requires_the_original_indicators():
     with pytest.raises(InputError, match="reference mode needs"):
-        SelectorConfig(mode="reference", indicator_names=["clip"])
+        selector_config(mode="reference", indicator_names=["clip"])
 
 
 def test_checkpoint_round_trip(tmp_path):
-    model = build(SelectorConfig(context_size=10), seed=3)
+    model = build(selector_config(context_size=10), seed=3)
     model.set_normalisation(torch.randn(40, 16), torch.tensor([30.0, 31.0, 32.0]))
     save_checkpoint(model, tmp_path / "ckpt", {"note": "test"})
     again = load_checkpoint(tmp_path / "ckpt")
@@ -114,4 +124,4 @@ def test_checkpoint_round_trip(tmp_path):
 
 def test_wrong_feature_width_is_an_input_error():
     with pytest.raises(InputError, match="expects 16 input features"):
-        score_features(build(SelectorConfig()), _random_features(5, width=12))
+        score_features(build(selector_config()), _random_features(5, width=12))

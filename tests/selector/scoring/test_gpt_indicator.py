@@ -1,4 +1,5 @@
-"""selector.indicators.gpt against the scripted loopback OpenAI server (tests/openai_server.py)."""
+"""selector.scoring.indicators.gpt (and its client, selector.core.chat) against the scripted
+loopback OpenAI server (tests/openai_server.py)."""
 from __future__ import annotations
 
 import json
@@ -16,11 +17,15 @@ from openai_server import FakeOpenAI, default_score
 from selector.data.samples import DEFAULT_INSTRUCTION, Sample, Turn
 from selector.core.errors import InputError
 from selector.scoring.indicators import create
-from selector.scoring.indicators.gpt import BATCH_MAX_REQUESTS, JUDGE_PROMPT, GptScore, fill_prompt
-from selector.scoring.store import Store, score_cached
+from selector.core.cache import Store
+from selector.core.chat_batch import BATCH_MAX_REQUESTS
+from selector.scoring.indicators.gpt import JUDGE_PROMPT, GptScore, fill_prompt
+from selector.scoring.store import score_cached
 
 SENTINEL = "sk-test-SENTINEL-4f9a"
 REPO = Path(__file__).resolve().parents[3]
+# what a script run in a subprocess needs on sys.path: this folder and tests/ (openai_server)
+SCRIPT_PATHS = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[2])]
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +119,7 @@ def test_timeout_is_recorded(server):
 
 INTERRUPTED_RUN = """
 import sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = {paths!r}
 from test_gpt_indicator import caption, gpt
 gpt(base_url=sys.argv[1], timeout=3600, max_retries=0).score([caption(str(n), "[[slow]] %d" % n)
                                                               for n in range(4)])
@@ -125,8 +130,8 @@ def test_ctrl_c_stops_online_scoring_at_once(server):
     """Robust on a busy machine: the requests in flight would take 10 minutes, so a run that
     waited for them cannot pass, while the limits on start-up and on exiting are generous."""
     server.slow_seconds = 600
-    child = subprocess.Popen([sys.executable, "-c", INTERRUPTED_RUN.format(
-        tests=str(Path(__file__).resolve().parent)), server.base_url], cwd=str(REPO), stderr=subprocess.PIPE)
+    child = subprocess.Popen([sys.executable, "-c", INTERRUPTED_RUN.format(paths=SCRIPT_PATHS),
+                              server.base_url], cwd=str(REPO), stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 180  # interpreter start and imports, however slow
         while server.in_flight < 4 and time.time() < deadline and child.poll() is None:
@@ -297,9 +302,10 @@ def test_batch_mode_end_to_end(server, tmp_path):
 KILLED_RUN = """
 import sys
 from pathlib import Path
-sys.path.insert(0, {tests!r})
+sys.path[:0] = {paths!r}
 from test_gpt_indicator import caption, gpt
-from selector.scoring.store import Store, score_cached
+from selector.core.cache import Store
+from selector.scoring.store import score_cached
 from selector.scoring.indicators.gpt import GptScore
 
 indicator = GptScore(base_url=sys.argv[1], mode="batch", poll_seconds=0.02, progress=False)
@@ -312,7 +318,7 @@ with Store(sys.argv[2]) as store:
 
 def test_batch_resumes_after_kill_9(server, tmp_path):
     server.batch_polls = 10 ** 9  # the batch stays in progress while the first run polls
-    child = subprocess.Popen([sys.executable, "-c", KILLED_RUN.format(tests=str(Path(__file__).resolve().parent)),
+    child = subprocess.Popen([sys.executable, "-c", KILLED_RUN.format(paths=SCRIPT_PATHS),
                               server.base_url, str(tmp_path)], cwd=str(REPO))
     try:
         deadline = time.time() + 20

@@ -1,5 +1,6 @@
-"""Pins for selector.store (found by tests/mutation_score.py): what the cache key is made of, the
-500-id lookup chunks, what a chunk of embeddings stores, and the chunk sizes that scoring uses.
+"""Pins for selector.core.cache and selector.scoring.store (found by tests/mutation_score.py):
+what the cache key is made of, the 500-id lookup chunks, what a chunk of embeddings stores, and
+the chunk sizes that scoring uses.
 
 All in process and on small synthetic samples (no image decoding), so each runs in milliseconds.
 """
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 
 from selector.data.samples import Sample, Turn
-from selector.scoring.indicators import Indicator, IndicatorValue
-from selector.scoring.store import Failure, ReplyStore, Store, sample_hash, score_cached, settings_hash
+from selector.core.cache import Failure, IndicatorValue, ReplyStore, Store, settings_hash
+from selector.scoring.indicators import Indicator
+from selector.scoring.store import sample_hash, score_cached
 
 
 def _sample(sample_id: str, answer: str = "an answer", image: Path = Path("/nonexistent/x.jpg"),
@@ -328,7 +330,7 @@ class _TwoRanks:
 
 
 def test_under_a_launcher_each_rank_scores_its_share_and_merges_the_others(tmp_path):
-    from selector.scoring.store import is_failure
+    from selector.core.cache import is_failure
 
     samples = [_sample(str(i), "x" * (i + 1)) for i in range(6)]
     hashes = [f"h{i}" for i in range(6)]

@@ -12,7 +12,7 @@ pytest.importorskip("transformers", reason="transformers is not installed (make 
 
 @pytest.fixture(scope="module")
 def reward(tmp_path_factory):
-    from tiny_models import tiny_reward_model
+    from selector.app.toy.text import tiny_reward_model
 
     folder = tiny_reward_model(tmp_path_factory.mktemp("reward"))
     return create("reward", model=str(folder), batch_size=3, progress=False)

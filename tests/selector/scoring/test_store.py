@@ -10,7 +10,8 @@ import time
 from conftest import REPO, make_cc_sbu_align
 from selector.data.samples import read_cc_sbu_align
 from selector.scoring.indicators.length import LengthScore
-from selector.scoring.store import Store, score_cached
+from selector.core.cache import Store
+from selector.scoring.store import score_cached
 
 
 class Counting(LengthScore):
@@ -53,7 +54,8 @@ SCRIPT = """
 import json, sys, time
 from selector.data.samples import read_cc_sbu_align
 from selector.scoring.indicators.length import LengthScore
-from selector.scoring.store import Store, score_cached
+from selector.core.cache import Store
+from selector.scoring.store import score_cached
 
 class Slow(LengthScore):
     def score(self, samples):
@@ -102,7 +104,8 @@ import sys, time
 import numpy as np
 from selector.data.samples import read_cc_sbu_align
 from selector.scoring.embedders import Embedder, embed_cached
-from selector.scoring.store import Store, sample_hash
+from selector.core.cache import Store
+from selector.scoring.store import sample_hash
 
 class SlowLengths(Embedder):
     kind = "text"
@@ -163,8 +166,7 @@ def test_put_one_is_committed_at_once_and_failures_are_never_stored(tmp_path):
 
     import numpy as np
 
-    from selector.scoring.indicators import IndicatorValue
-    from selector.scoring.store import Failure
+    from selector.core.cache import Failure, IndicatorValue
 
     with Store(tmp_path) as store:
         assert store.put_one("gpt:request", "k", {}, "h1", IndicatorValue("a#0", 70.0))
@@ -185,7 +187,7 @@ def test_put_one_is_committed_at_once_and_failures_are_never_stored(tmp_path):
 
 
 def test_everything_stored_is_redacted(tmp_path, monkeypatch):
-    from selector.scoring.indicators import IndicatorValue
+    from selector.core.cache import IndicatorValue
 
     secret = "sk-store-SECRET-0123456789"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
@@ -207,7 +209,7 @@ def test_an_image_the_os_cannot_read_is_a_failure_a_bad_file_is_not(tmp_path, mo
 
     from selector.data.samples import Sample, Turn
     from selector.scoring.indicators.clip import _ImageDataset
-    from selector.scoring.store import is_failure
+    from selector.core.cache import is_failure
 
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"not a jpeg at all")

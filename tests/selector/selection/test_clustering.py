@@ -108,7 +108,8 @@ def test_bad_clustering_settings_are_input_errors():
 @pytest.mark.filterwarnings("ignore:Graph is not fully connected")
 def test_select_uses_the_configured_clustering(tmp_path):
     from selector.selection.select import select
-    from selector.model.network import SelectorConfig, build, save_checkpoint
+    from selector.model.network import build, save_checkpoint
+    from test_model import selector_config
     from selector.scoring.pool import FeaturePool
     from selector.core.settings import load_settings
 
@@ -117,7 +118,7 @@ def test_select_uses_the_configured_clustering(tmp_path):
     pool = FeaturePool([str(i) for i in range(400)], image, rng.normal(size=(400, 6)),
                        rng.normal(size=(400, 4)), ["clip", "reward", "length", "gpt"])
     pool_path = pool.save(tmp_path / "pool.safetensors")
-    save_checkpoint(build(SelectorConfig(context_size=20, score_rounds=2), seed=0),
+    save_checkpoint(build(selector_config(context_size=20, score_rounds=2), seed=0),
                     tmp_path / "ckpt")
     chosen = {}
     for method in ("exact", "scalable"):

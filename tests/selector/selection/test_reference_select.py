@@ -12,7 +12,7 @@ from selector.scoring.reference import CHECKPOINT, ReferenceRepo
 from test_model import original_scores
 
 
-def original_rule(ids, scores, clusters, k=200):
+def original_rule(ids, scores, clusters, num_samples=200):
     """The original selection rule written out independently of selector.selection."""
     score_of = dict(zip(ids, scores))
     pool = []
@@ -20,7 +20,7 @@ def original_rule(ids, scores, clusters, k=200):
         ranked = sorted([m for m in members if m in score_of],
                         key=lambda m: int(score_of[m]), reverse=True)
         pool += ranked[:max(1, int(204 * len(ranked) / 3439))]
-    final = sorted(pool, key=lambda m: int(score_of[m]), reverse=True)[:k]
+    final = sorted(pool, key=lambda m: int(score_of[m]), reverse=True)[:num_samples]
     return sorted(final, key=int)
 
 

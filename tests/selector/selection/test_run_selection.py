@@ -8,7 +8,7 @@ import pytest
 from conftest import make_cc_sbu_align
 from selector.model.fit import train_selector
 from selector.selection.select import select
-from selector.model.synthetic import make_toy_pool, oracle_labels
+from selector.model.synthetic import synthetic_feature_pool, synthetic_labels
 from selector.core.errors import InputError
 from selector.selection.run_selection import selection_for_run
 from selector.core.settings import load_settings
@@ -18,11 +18,11 @@ from selector.core.settings import load_settings
 def trained(tmp_path_factory):
     """A toy pool file, a selector trained on it, and a cc_sbu_align folder with its captions."""
     root = tmp_path_factory.mktemp("run-selection")
-    pool, quality, _ = make_toy_pool(240, seed=3)
+    pool, quality, _ = synthetic_feature_pool(240, seed=3)
     pool_path = pool.save(root / "pool.safetensors")
     members = {str(i): pool.ids[i * 20:(i + 1) * 20] for i in range(12)}
     (root / "subsets.json").write_text(json.dumps(members))
-    labels = oracle_labels(members, dict(zip(pool.ids, quality.tolist())))
+    labels = synthetic_labels(members, dict(zip(pool.ids, quality.tolist())))
     (root / "labels.json").write_text(json.dumps({"labels": labels}))
     settings = load_settings(None, ["training.epochs=20", "training.cross_validate=false"])
     train_selector(root / "ckpt", settings, pool_path, root / "subsets.json", root / "labels.json")
@@ -63,7 +63,7 @@ def test_clear_errors_for_missing_or_mismatched_inputs(trained, tmp_path):
 
 def test_compute_missing_scores_the_pool_first(tiny_clip_files, tiny_llama_dir, tmp_path):
     from selector.scoring.score import score
-    from tiny_models import tiny_score_settings
+    from selector.app.toy.models import tiny_score_settings
 
     captions = {str(i): f"a {'red' if i % 3 else 'blue'} shape number {i}. it is small"
                 for i in range(40)}

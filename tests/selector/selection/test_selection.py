@@ -24,13 +24,13 @@ def test_truncated_ranking_keeps_cluster_file_order_for_ties():
     scores = [30.9, 30.1, 31.0, 29.0]
     clusters = {"a": ["5", "3", "9", "1"]}
     # int(): 30, 30, 31, 29 -> 9 first, then 5 before 3 (file order), even though 3 < 5 as ids
-    picked = select_diverse_top_k(ids, scores, clusters, k=2, quota_total=4, truncate_scores=True)
+    picked = select_diverse_top_k(ids, scores, clusters, num_samples=2, quota_total=4, truncate_scores=True)
     assert picked.selected == ["5", "9"]
     clusters = {"a": ["3", "5", "9", "1"]}
-    picked = select_diverse_top_k(ids, scores, clusters, k=2, quota_total=4, truncate_scores=True)
+    picked = select_diverse_top_k(ids, scores, clusters, num_samples=2, quota_total=4, truncate_scores=True)
     assert picked.selected == ["3", "9"]
     # float ranking: 9 (31.0), 5 (30.9)
-    assert select_diverse_top_k(ids, scores, clusters, k=2, quota_total=4).selected == ["5", "9"]
+    assert select_diverse_top_k(ids, scores, clusters, num_samples=2, quota_total=4).selected == ["5", "9"]
 
 
 def test_every_cluster_gets_at_least_one():
@@ -38,18 +38,18 @@ def test_every_cluster_gets_at_least_one():
     scores = np.arange(100.0)
     clusters = {"big": ids[:99], "tiny": ids[99:]}
     low = {"big": ids[1:], "tiny": ids[:1]}  # the tiny cluster holds the worst sample
-    picked = select_diverse_top_k(ids, scores, low, k=10)
-    # the tiny cluster's sample is a candidate, but the global cut to k drops it (the original
+    picked = select_diverse_top_k(ids, scores, low, num_samples=10)
+    # the tiny cluster's sample is a candidate, but the global cut to num_samples drops it (the original
     # rule: quotas make candidates, the final ranking decides)
     assert picked.quotas == {"big": 10, "tiny": 1} and picked.rule["candidates"] == 11
     assert "0" not in picked.selected and len(picked.selected) == 10
-    assert "0" in select_diverse_top_k(ids, scores, low, k=11, quota_total=11).selected
-    assert select_diverse_top_k(ids, scores, clusters, k=10).quotas["tiny"] == 1
+    assert "0" in select_diverse_top_k(ids, scores, low, num_samples=11, quota_total=11).selected
+    assert select_diverse_top_k(ids, scores, clusters, num_samples=10).quotas["tiny"] == 1
 
 
 def test_output_sorted_by_integer_id_and_unknowns_reported():
     ids = ["10", "9", "100", "x"]
-    picked = select_diverse_top_k(ids, [1, 2, 3, 4], {"c": ["10", "9", "100", "ghost"]}, k=3,
+    picked = select_diverse_top_k(ids, [1, 2, 3, 4], {"c": ["10", "9", "100", "ghost"]}, num_samples=3,
                                   quota_total=4)
     assert picked.selected == ["9", "10", "100"]
     assert picked.ignored_cluster_ids == ["ghost"] and picked.unclustered == ["x"]
@@ -81,15 +81,15 @@ def test_spectral_clusters_separate_blobs():
     assert list(clusters)[0] == str(labels[0])  # order of first appearance, as the original
 
 
-def test_truncated_quotas_are_filled_up_to_k_unless_reproducing():
+def test_truncated_quotas_are_filled_up_to_num_samples_unless_reproducing():
     ids = [str(i) for i in range(300)]
     scores = np.random.default_rng(0).normal(size=300)
     clusters = {str(c): ids[c * 75:(c + 1) * 75] for c in range(4)}  # quotas 7 each = 28 < 30
-    filled = select_diverse_top_k(ids, scores, clusters, k=30)
+    filled = select_diverse_top_k(ids, scores, clusters, num_samples=30)
     assert filled.rule["candidates"] == 28 and filled.rule["filled"] == 2
     assert len(filled.selected) == 30
-    original = select_diverse_top_k(ids, scores, clusters, k=30, truncate_scores=True,
-                                    fill_to_k=False)
+    original = select_diverse_top_k(ids, scores, clusters, num_samples=30, truncate_scores=True,
+                                    fill_up=False)
     assert len(original.selected) == 28
 
 
@@ -112,9 +112,9 @@ def _random_case(rng):
         if rng.random() < 0.3:
             members.insert(int(rng.integers(0, len(members) + 1)), f"ghost{rng.integers(99)}")
     clusters = {name: clusters[name] for name in rng.permutation(sorted(clusters))}
-    options = {"k": int(rng.integers(1, n + 4)),
+    options = {"num_samples": int(rng.integers(1, n + 4)),
                "quota_total": None if rng.random() < 0.5 else int(rng.integers(1, n + 6)),
-               "truncate_scores": bool(rng.random() < 0.5), "fill_to_k": bool(rng.random() < 0.5)}
+               "truncate_scores": bool(rng.random() < 0.5), "fill_up": bool(rng.random() < 0.5)}
     return ids, scores, clusters, options
 
 
@@ -142,8 +142,8 @@ def test_label_rule_equals_the_loop_rule_on_clusters_from_labels():
         ids = [str(i) for i in rng.permutation(n)]
         scores = rng.integers(0, 5, size=n) + rng.choice([0.0, 0.5], size=n)
         labels = rng.choice([3, 7, 42, 0, 9], size=n)  # non-contiguous, first seen in any order
-        options = {"k": int(rng.integers(1, n + 2)), "truncate_scores": bool(rng.random() < 0.5),
-                   "fill_to_k": bool(rng.random() < 0.5)}
+        options = {"num_samples": int(rng.integers(1, n + 2)), "truncate_scores": bool(rng.random() < 0.5),
+                   "fill_up": bool(rng.random() < 0.5)}
         expected = select_diverse_top_k_loop(ids, scores, clusters_from_labels(ids, labels),
                                              **options)
         _assert_same_selection(select_diverse_top_k_labels(ids, scores, labels, **options),
@@ -160,7 +160,7 @@ def test_array_rule_reproduces_the_released_selection_inputs(reference_dir):
     pool = repo.pool()
     scores = score_features(load_reference_checkpoint(reference_dir / CHECKPOINT), pool.features)
     clusters = repo.spectral_clusters()
-    options = {"k": 200, "truncate_scores": True, "fill_to_k": False}
+    options = {"num_samples": 200, "truncate_scores": True, "fill_up": False}
     _assert_same_selection(select_diverse_top_k(pool.ids, scores, clusters, **options),
                            select_diverse_top_k_loop(pool.ids, scores, clusters, **options))
 
@@ -168,13 +168,13 @@ def test_array_rule_reproduces_the_released_selection_inputs(reference_dir):
 def test_bad_clusters_and_scores_are_input_errors():
     ids = ["1", "2", "3"]
     with pytest.raises(InputError, match="'2' is listed more than once"):
-        select_diverse_top_k(ids, [1, 2, 3], {"a": ["1", "2"], "b": ["2"]}, k=1)
+        select_diverse_top_k(ids, [1, 2, 3], {"a": ["1", "2"], "b": ["2"]}, num_samples=1)
     with pytest.raises(InputError, match="'3' has a non-finite score"):
-        select_diverse_top_k(ids, [1, 2, float("nan")], {"a": ids}, k=1)
+        select_diverse_top_k(ids, [1, 2, float("nan")], {"a": ids}, num_samples=1)
     with pytest.raises(InputError, match="appears more than once"):
-        select_diverse_top_k_labels(["1", "1"], [1, 2], [0, 0], k=1)
+        select_diverse_top_k_labels(["1", "1"], [1, 2], [0, 0], num_samples=1)
     with pytest.raises(InputError, match="2 labels for a pool of 3"):
-        select_diverse_top_k_labels(ids, [1, 2, 3], [0, 0], k=1)
+        select_diverse_top_k_labels(ids, [1, 2, 3], [0, 0], num_samples=1)
 
 
 def test_top_k_by_keeps_pool_order_for_ties():
@@ -188,9 +188,10 @@ def test_top_k_by_keeps_pool_order_for_ties():
 # --- chunked scoring: bounded memory, the scores of one pass -----------------------------------
 
 def test_chunked_default_scoring_equals_one_pass():
-    from selector.model.network import SelectorConfig, build, default_sets_per_batch, score_features
+    from selector.model.network import build, default_sets_per_batch, score_features
+    from test_model import selector_config
 
-    config = SelectorConfig(context_size=8, score_rounds=2)
+    config = selector_config(context_size=8, score_rounds=2)
     model = build(config, seed=4)
     features = np.random.default_rng(0).normal(size=(3001, 16)).astype(np.float32)  # 376 sets
     one_pass = score_features(model, features, sets_per_batch=10 ** 6)
@@ -204,9 +205,10 @@ def test_chunked_default_scoring_equals_one_pass():
 def test_chunked_reference_scoring_equals_the_whole_pool_pass():
     """Reference mode: every sample attends to the whole pool; chunking the queries bounds the
     attention weights to chunk x N without changing a score."""
-    from selector.model.network import SelectorConfig, build, reference_query_chunk, score_features
+    from selector.model.network import build, reference_query_chunk, score_features
+    from test_model import selector_config
 
-    model = build(SelectorConfig(mode="reference"), seed=2)
+    model = build(selector_config(mode="reference"), seed=2)
     features = np.random.default_rng(1).normal(size=(1000, 16)).astype(np.float32)
     whole = score_features(model, features)  # 1000^2 weights fit the default budget
     assert reference_query_chunk(1000, 4) is None

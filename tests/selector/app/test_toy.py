@@ -1,6 +1,7 @@
-"""selector.toy_data: the drawn toy pool with planted bad samples, the tiny models, the oracle."""
+"""selector.app.toy: the drawn toy pool with planted bad samples, the tiny models, the oracle."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import re
@@ -10,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from selector.app import toy_world as toy_data
-from selector.data.samples import read_cc_sbu_align
+from selector.app.toy import clip, models, oracle, text, world
+from selector.app.toy.world import BAD_KINDS, COLOURS, SHAPES
 from selector.core.errors import InputError
-from selector.app.toy_world import BAD_KINDS, COLOURS, SHAPES
+from selector.data.samples import read_cc_sbu_align
 
 # the caption parser of these tests: written against English, not against the module's templates
 NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
@@ -46,7 +47,7 @@ def captions_of(folder: Path):
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    return toy_data.make_toy_pool(tmp_path_factory.mktemp("toy") / "cc", n=200, seed=7)
+    return world.make_toy_pool(tmp_path_factory.mktemp("toy") / "cc", n=200, seed=7)
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +56,9 @@ def planted(pool):
 
 
 def test_a_seed_gives_the_same_pool_byte_for_byte_and_another_seed_another(tmp_path):
-    first = toy_data.make_toy_pool(tmp_path / "a", n=30, seed=3)
-    again = toy_data.make_toy_pool(tmp_path / "b", n=30, seed=3)
-    other = toy_data.make_toy_pool(tmp_path / "c", n=30, seed=4)
+    first = world.make_toy_pool(tmp_path / "a", n=30, seed=3)
+    again = world.make_toy_pool(tmp_path / "b", n=30, seed=3)
+    other = world.make_toy_pool(tmp_path / "c", n=30, seed=4)
     for name in ("filter_cap.json", "planted.json", "image/2.jpg", "image/31.jpg"):
         assert (first.folder / name).read_bytes() == (again.folder / name).read_bytes()
     assert (first.folder / "filter_cap.json").read_bytes() \
@@ -71,10 +72,10 @@ def test_the_bad_fraction_is_exact_and_every_kind_is_planted(pool, tmp_path):
     kinds = Counter(k for k in pool.kinds.values() if k is not None)
     assert set(kinds) == set(BAD_KINDS) and set(kinds.values()) == {10}
     assert all(pool.bad[i] == (pool.kinds[i] is not None) for i in pool.ids)
-    clean = toy_data.make_toy_pool(tmp_path / "clean", n=12, bad_fraction=0.0)
+    clean = world.make_toy_pool(tmp_path / "clean", n=12, bad_fraction=0.0)
     assert not any(clean.bad.values())
     with pytest.raises(InputError, match="bad_fraction"):
-        toy_data.make_toy_pool(tmp_path / "x", n=5, bad_fraction=1.5)
+        world.make_toy_pool(tmp_path / "x", n=5, bad_fraction=1.5)
 
 
 def test_good_captions_list_exactly_the_drawn_shapes(pool):
@@ -151,18 +152,18 @@ def test_the_folder_reads_back_as_cc_sbu_align_and_as_a_toy_pool(pool):
     data = read_cc_sbu_align(pool.folder)  # checks every image decodes
     assert data.ids == pool.ids and not data.skipped
     assert [s.answer for s in data.samples] == [captions_of(pool.folder)[i] for i in pool.ids]
-    again = toy_data.load_toy_pool(pool.folder)
+    again = world.load_toy_pool(pool.folder)
     assert (again.ids, again.bad, again.kinds, again.truth) \
         == (pool.ids, pool.bad, pool.kinds, pool.truth)
 
 
 def test_a_smaller_pool_in_the_same_folder_leaves_no_stale_images(tmp_path):
-    toy_data.make_toy_pool(tmp_path / "cc", n=8)
-    small = toy_data.make_toy_pool(tmp_path / "cc", n=3)
+    world.make_toy_pool(tmp_path / "cc", n=8)
+    small = world.make_toy_pool(tmp_path / "cc", n=3)
     assert sorted(p.name for p in (small.folder / "image").iterdir()) \
         == ["2.jpg", "3.jpg", "4.jpg"]
     with pytest.raises(InputError, match="planted.json"):
-        toy_data.load_toy_pool(tmp_path)
+        world.load_toy_pool(tmp_path)
 
 
 @needs_models
@@ -173,9 +174,9 @@ def test_the_toy_model_settings_run_igpt4_score_end_to_end(tmp_path):
     from selector.scoring.score import score
     from selector.core.settings import config_dir
 
-    small = toy_data.make_toy_pool(tmp_path / "cc", n=40, seed=1)
-    overrides = toy_data.build_toy_models(tmp_path / "models", seed=1, train_clip=False,
-                                          train_reward=False, progress=False)
+    small = world.make_toy_pool(tmp_path / "cc", n=40, seed=1)
+    overrides = models.build_toy_models(tmp_path / "models", seed=1, train_clip=False,
+                                        train_reward=False, progress=False)
     settings = OmegaConf.to_container(OmegaConf.merge(
         OmegaConf.load(config_dir() / "indicators" / "default.yaml"),
         OmegaConf.create(json.loads(json.dumps(overrides)))), resolve=True)
@@ -186,7 +187,7 @@ def test_the_toy_model_settings_run_igpt4_score_end_to_end(tmp_path):
     assert summary.complete and summary.samples == 40
     features = FeaturePool.load(tmp_path / "pool.safetensors")
     assert features.ids == small.ids and features.indicator_names == names
-    assert features.image.shape == (40, toy_data.PCA_COMPONENTS)
+    assert features.image.shape == (40, models.PCA_COMPONENTS)
     rows = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
     for name in names:
         assert len({round(r[name], 6) for r in rows}) > 10, name  # real per-sample values
@@ -194,11 +195,11 @@ def test_the_toy_model_settings_run_igpt4_score_end_to_end(tmp_path):
     # cached: the same folder and seed reuse the files; another seed rebuilds
     checkpoint = Path(overrides["indicators"]["clip"]["pretrained"])
     weights, stamp = checkpoint.read_bytes(), checkpoint.stat().st_mtime_ns
-    assert toy_data.build_toy_models(tmp_path / "models", seed=1, train_clip=False,
-                                     train_reward=False, progress=False) == overrides
+    assert models.build_toy_models(tmp_path / "models", seed=1, train_clip=False,
+                                   train_reward=False, progress=False) == overrides
     assert checkpoint.stat().st_mtime_ns == stamp
-    toy_data.build_toy_models(tmp_path / "models", seed=2, train_clip=False, train_reward=False,
-                              progress=False)
+    models.build_toy_models(tmp_path / "models", seed=2, train_clip=False, train_reward=False,
+                            progress=False)
     assert checkpoint.read_bytes() != weights
 
 
@@ -210,13 +211,13 @@ def test_contrastive_training_on_separate_good_pairs_makes_the_clip_score_see_co
     data = read_cc_sbu_align(pool.folder)
     auc = {}
     for label, train in (("random", False), ("trained", True)):
-        config, checkpoint, report = toy_data.toy_clip(
+        config, checkpoint, report = clip.toy_clip(
             tmp_path / label, seed=0, train=train, progress=False,
             training={"pairs": 600, "steps": 60})  # a third of the real build's training
-        indicator = create("clip", model=toy_data.TOY_CLIP_NAME, pretrained=str(checkpoint),
+        indicator = create("clip", model=clip.TOY_CLIP_NAME, pretrained=str(checkpoint),
                            model_config=str(config), num_workers=0, progress=False)
         values = {v.sample_id: v.value for v in indicator.score(data.samples)}
-        auc[label] = toy_data.planted_auc(pool, values)
+        auc[label] = oracle.planted_auc(pool, values)
     assert report["trained"] and report["loss_last"] < report["loss_first"]
     # colour swaps and off-topic captions now score below faithful captions
     assert auc["trained"]["wrong_colour"] > 0.75
@@ -231,46 +232,98 @@ def test_preference_training_makes_the_reward_punish_truncation_and_repetition(p
     data = read_cc_sbu_align(pool.folder)
     auc = {}
     for label, train in (("random", False), ("trained", True)):
-        folder, report = toy_data.toy_reward_model(tmp_path / label, seed=0, train=train,
-                                                   progress=False, training={"steps": 50})
+        folder, report = text.toy_reward_model(tmp_path / label, seed=0, train=train,
+                                               progress=False, training={"steps": 50})
         indicator = create("reward", model=str(folder), batch_size=32, max_length=128,
                            progress=False)
-        auc[label] = toy_data.planted_auc(
+        auc[label] = oracle.planted_auc(
             pool, {v.sample_id: v.value for v in indicator.score(data.samples)})
     assert report["trained"] and report["loss_last"] < report["loss_first"]
-    for kind in toy_data.TEXT_FAULTS:
+    for kind in text.TEXT_FAULTS:
         assert auc["trained"][kind] > max(0.75, auc["random"][kind] + 0.15), (kind, auc)
 
 
 def test_planted_auc_is_one_for_a_perfect_indicator_and_flips_with_direction(pool):
     perfect = {i: 0.0 if pool.bad[i] else 1.0 for i in pool.ids}
-    assert toy_data.planted_auc(pool, perfect) == {k: 1.0 for k in ("all",) + BAD_KINDS}
-    assert toy_data.planted_auc(pool, perfect, higher_is_better=False)["all"] == 0.0
+    assert oracle.planted_auc(pool, perfect) == {k: 1.0 for k in ("all",) + BAD_KINDS}
+    assert oracle.planted_auc(pool, perfect, higher_is_better=False)["all"] == 0.0
 
 
 def test_oracle_labels_fall_with_the_planted_bad_fraction(pool):
     good = [i for i in pool.ids if not pool.bad[i]]
     bad = [i for i in pool.ids if pool.bad[i]]
     subsets = {f"bad{q}": good[:20 - q] + bad[:q] for q in (0, 5, 10, 20)}
-    labels = toy_data.oracle_labels(subsets, pool, seed=0)
+    labels = oracle.oracle_labels(subsets, pool, seed=0)
     assert labels["bad0"] > labels["bad5"] > labels["bad10"] > labels["bad20"]
     # deterministic, and a subset's label does not depend on the other subsets or their order
-    assert toy_data.oracle_labels(dict(reversed(list(subsets.items()))), pool) == labels
-    assert toy_data.oracle_labels({"bad5": subsets["bad5"]}, pool) == {"bad5": labels["bad5"]}
-    noisy = [toy_data.oracle_labels({"bad0": subsets["bad0"]}, pool, seed=s)["bad0"]
+    assert oracle.oracle_labels(dict(reversed(list(subsets.items()))), pool) == labels
+    assert oracle.oracle_labels({"bad5": subsets["bad5"]}, pool) == {"bad5": labels["bad5"]}
+    noisy = [oracle.oracle_labels({"bad0": subsets["bad0"]}, pool, seed=s)["bad0"]
              for s in range(30)]
-    exact = toy_data.oracle_labels({"bad0": subsets["bad0"]}, pool, noise=0.0)["bad0"]
+    exact = oracle.oracle_labels({"bad0": subsets["bad0"]}, pool, noise=0.0)["bad0"]
     assert 0.02 < float(np.std(noisy)) < 0.3 and abs(float(np.mean(noisy)) - exact) < 0.1
 
 
 def test_oracle_bad_kinds_hurt_differently_and_bad_input_is_named(pool):
     by_kind = {k: [i for i in pool.ids if pool.kinds[i] == k][:5] for k in BAD_KINDS}
     good = [i for i in pool.ids if not pool.bad[i]][:15]
-    labels = toy_data.oracle_labels({k: good + ids for k, ids in by_kind.items()}, pool,
-                                    noise=0.0)
+    labels = oracle.oracle_labels({k: good + ids for k, ids in by_kind.items()}, pool,
+                                  noise=0.0)
     assert labels["off_topic"] < labels["truncated"]  # ignoring the image vs a cut-off style
     assert len(set(labels.values())) > 2
     with pytest.raises(InputError, match="'9999'"):
-        toy_data.oracle_labels({"s": ["2", "9999"]}, pool)
+        oracle.oracle_labels({"s": ["2", "9999"]}, pool)
     with pytest.raises(InputError, match="empty"):
-        toy_data.oracle_labels({"s": []}, pool)
+        oracle.oracle_labels({"s": []}, pool)
+
+
+def test_the_toy_pool_files_are_pinned_byte_for_byte(tmp_path):
+    """The drawing, captions, faults and planting draw exactly what they always drew: the demo's
+    pool, and every number a test pins on it, stay the same (images depend on the JPEG encoder,
+    so only the JSON files are pinned)."""
+    world.make_toy_pool(tmp_path, n=12, bad_fraction=0.5, seed=0)
+    digests = {name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+               for name in ("filter_cap.json", "planted.json")}
+    assert digests == {
+        "filter_cap.json": "1e3bb75c102de287db8381f071cf86e415bd9fd0c4c54e7edeee9dc8e692e931",
+        "planted.json": "44f698ecfd0ea1f4a9dce3af4ccdf0707214984b448154cefac7341d5b0d679b"}
+
+
+def test_the_demo_models_cache_key_and_recipes_are_pinned():
+    """A user's cached ``toy_models`` folder is reused only while its key matches: what the key
+    holds (version, architectures, training recipes) must not change unless MODELS_VERSION is
+    bumped."""
+    assert models.MODELS_VERSION == 1 and models.PCA_COMPONENTS == 4
+    assert clip.TOY_CLIP_NAME == "igpt4-toy-clip"
+    assert clip.TOY_CLIP == {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 48, "head_width": 24,
+                       "patch_size": 4},
+        "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 48, "heads": 2,
+                     "layers": 1}}
+    assert clip.CLIP_TRAINING == {"pairs": 2000, "steps": 200, "batch_size": 64, "lr": 3e-3,
+                                  "weight_decay": 0.05}
+    assert text.REWARD_TRAINING == {"pairs": 800, "steps": 80, "batch_size": 16, "lr": 2e-3,
+                                    "max_length": 128}
+
+
+@needs_models
+def test_tiny_and_toy_text_models_share_one_builder(tmp_path):
+    """The tests' tiny models and the demo's come from the same builders: the same architecture,
+    only the vocabulary, the positions and the training differ."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    tiny = AutoConfig.from_pretrained(text.tiny_reward_model(tmp_path / "tiny"))
+    toy = AutoConfig.from_pretrained(text.toy_reward_model(tmp_path / "toy", train=False,
+                                                           progress=False)[0])
+    shared = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+              "num_labels", "pos_att_type")
+    assert [getattr(tiny, k) for k in shared] == [getattr(toy, k) for k in shared]
+    assert (tiny.vocab_size, tiny.max_position_embeddings) == (300, 128)
+    assert toy.max_position_embeddings == 512
+    pair = AutoTokenizer.from_pretrained(tmp_path / "tiny")("a red square", "two stars")
+    assert pair.input_ids[0] == 2 and pair.input_ids[-1] == 3  # [CLS] ... [SEP]
+    llama = AutoTokenizer.from_pretrained(text.tiny_llama(tmp_path / "llama"))
+    assert llama("a red square").input_ids[0] == llama.bos_token_id == 4
+    options = models.tiny_score_settings(Path("m/x.json"), Path("m/x.pt"), Path("l"))
+    assert options[::2] == ["--set"] * 10 and "indicators.clip.model=x" in options

