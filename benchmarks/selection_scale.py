@@ -21,6 +21,10 @@ otherwise the script prints what it would need.
 
     python benchmarks/selection_scale.py [--sizes 3439,100000,1000000]
         [--ari-sizes 3439,20000,50000] [--exact-timeout 60] [--work /tmp/igpt4-selection-scale]
+        [--method-sizes 1000000] [--methods-only]
+
+The model-free selection methods (random, cluster-random, top, bottom, threshold, length) are
+timed end to end at ``--method-sizes`` (target: each < 60 s at 1M samples on 2 cores).
 """
 from __future__ import annotations
 
@@ -227,8 +231,96 @@ def child_ari(args: Dict[str, Any]) -> Dict[str, Any]:
     return result
 
 
+#: the selection methods that need no model (issue 14), timed at 1M samples
+MODEL_FREE = ("random", "cluster-random", "top:clip", "bottom:clip", "threshold:clip=30",
+              "length")
+
+
+def make_captions(folder: Path, n: int, seed: int = 0) -> Path:
+    """A cc_sbu_align ``filter_cap.json`` for the synthetic pool's ids (no images: the length
+    method reads only the text), captions of 5..120 words."""
+    import numpy as np
+
+    if (folder / "filter_cap.json").is_file():
+        return folder
+    words = np.random.default_rng(seed + 2).integers(5, 121, n)
+    vocabulary = ["a", "photo", "of", "the", "red", "bus", "parked", "near", "street", "corner"]
+    sentence = " ".join(vocabulary * 12)
+    cut = np.cumsum([len(w) + 1 for w in vocabulary * 12])  # character end of each word
+    folder.mkdir(parents=True, exist_ok=True)
+    annotations = [{"image_id": str(i + 2), "caption": sentence[:int(cut[k - 1]) - 1]}
+                   for i, k in enumerate(words.tolist())]
+    (folder / "filter_cap.json").write_text(json.dumps({"annotations": annotations}),
+                                            encoding="utf-8")
+    return folder
+
+
+def child_method(args: Dict[str, Any]) -> Dict[str, Any]:
+    """``igpt4 select --method SPEC`` (selection.select.select) on the pool: the method's scores,
+    the diversity clustering when the method has it on, the keep step and the write. ``length``
+    reads the captions file first (timed as ``read data``; its image files are not checked)."""
+    import selector.selection.methods
+    import selector.selection.select
+    from selector.core.settings import load_settings
+
+    stages: Dict[str, float] = {}
+    started = time.perf_counter()
+    data = None
+    if args.get("data"):
+        from selector.data.samples import read_pool
+
+        data = read_pool(Path(args["data"]), check_images=False)
+        stages["read data"] = time.perf_counter() - started
+    choose = selector.selection.methods.choose
+
+    def timed_choose(*a, **k):
+        begun = time.perf_counter()
+        try:
+            return choose(*a, **k)
+        finally:
+            stages["keep (+cluster)"] = time.perf_counter() - begun
+    selector.selection.methods.choose = timed_choose
+    write = selector.selection.select.write_selection
+
+    def timed_write(*a, **k):
+        begun = time.perf_counter()
+        try:
+            return write(*a, **k)
+        finally:
+            stages["write"] = time.perf_counter() - begun
+    selector.selection.select.write_selection = timed_write
+    settings = load_settings(None, ["selection.clustering=auto"])
+    selected = selector.selection.select.select(args["out"], settings, args["pool"],
+                                                method=args["method"], seed=0,
+                                                loaded_data=data)
+    return {"seconds": time.perf_counter() - started, "peak_mb": peak_mb(), "stages": stages,
+            "selected": len(selected)}
+
+
+def report_methods(work: Path, pools: Dict[int, Path], sizes: list) -> None:
+    """Every model-free method end to end (fresh process each), seconds against the target."""
+    print("\nmodel-free selection methods: igpt4 select --method SPEC --seed 0, 200 samples, end "
+          "to end (load the pool, score, diversity step where on, write the manifest of every "
+          f"sample), fresh process each, {os.cpu_count()} CPU cores")
+    print(f"{'samples':>9} {'method':>18} {'total s':>8} {'peak MB':>8}  stages (s)")
+    for n in sizes:
+        data = make_captions(work / f"captions_{n}", n)
+        for spec in MODEL_FREE:
+            result = run_child("method", {"pool": str(pools[n]), "method": spec,
+                                          "out": str(work / f"method_{n}"),
+                                          "data": str(data) if spec == "length" else None},
+                               timeout=600)
+            stages = "  ".join(f"{k} {v:.1f}" for k, v in result["stages"].items())
+            met = "" if n != TARGET_SIZE else (
+                "  < 60 s: MET" if result["seconds"] < TARGET_SECONDS else "  < 60 s: NOT MET")
+            print(f"{n:>9,} {spec:>18} {result['seconds']:>8.1f} {result['peak_mb']:>8.0f}  "
+                  f"{stages}{met}")
+    print("(length: the real path, answers counted from a synthetic filter_cap.json of "
+          "5..120-word captions read with --data; the other methods read only the pool file)")
+
+
 CHILDREN = {"select": child_select, "reference": child_reference_scoring, "exact": child_exact,
-            "quota": child_quota, "ari": child_ari}
+            "quota": child_quota, "ari": child_ari, "method": child_method}
 
 
 def run_child(mode: str, args: Dict[str, Any], timeout: Optional[float]) -> Optional[dict]:
@@ -275,6 +367,10 @@ def main() -> None:
                         help="seconds each exact spectral clustering may run (results cached)")
     parser.add_argument("--work", default=os.path.join(os.environ.get("TMPDIR", "/tmp"),
                                                        "igpt4-selection-scale"))
+    parser.add_argument("--method-sizes", default="1000000",
+                        help="pool sizes the model-free selection methods are timed at")
+    parser.add_argument("--methods-only", action="store_true",
+                        help="time only the model-free selection methods")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -286,6 +382,12 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"selection from cached features, {os.cpu_count()} CPU cores; work dir {work}")
     started = time.perf_counter()
+    method_sizes = [int(s) for s in args.method_sizes.split(",") if s]
+    if args.methods_only:
+        report_methods(work, {n: make_pool(work / f"pool_{n}.safetensors", n)
+                              for n in method_sizes}, method_sizes)
+        print(f"\n(benchmark ran {time.perf_counter() - started:.0f} s)")
+        return
     pools = {n: make_pool(work / f"pool_{n}.safetensors", n) for n in sizes}
     checkpoint = make_checkpoint(work / "selector", pools[min(sizes)])
     print(f"(pools and checkpoint ready in {time.perf_counter() - started:.0f} s: image 6 + text 6"
@@ -337,6 +439,9 @@ def main() -> None:
         for kind, q in quota.items():
             print(f"    quota + top-k ({kind} ranking): Python sorts {q['loop_s']:.2f} s, "
                   f"ours {q['array_s']:.2f} s, same selection: {q['same']}")
+
+    report_methods(work, {n: pools.get(n) or make_pool(work / f"pool_{n}.safetensors", n)
+                          for n in method_sizes}, method_sizes)
 
     print("\nagreement of the scalable clustering with exact spectral clustering (ARI; "
           "1 = identical partitions; 2000 micro-clusters, graph on <= 100k rows)")

@@ -8,13 +8,16 @@
   output dir.
 * ``llava_conversations``: LLaVA-style conversation JSON (+ ``image_root``), every conversation or
   the selected ones, laid out for MiniGPT-4 (:class:`~lavis_plugins.datasets.ConversationDataset`).
+  MiniGPT-4's stage-2 model puts an image before every first question, so text-only samples (no
+  ``image`` key; LLaVA-mix-665K has about 40k) are left out, with one logged line counting them
+  (:func:`with_images`); the selection itself keeps them (other trainers can use them).
 
 Default configs are package-absolute paths, so the hosts find them wherever we are installed.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from .datasets import ConversationDataset, SelectedCCSBUAlignDataset
 from .hosts import Host
@@ -55,6 +58,23 @@ def _select(storage: str, block: Dict[str, Any]):
     return pool.subset(chosen.ids).samples, chosen
 
 
+def with_images(samples: List[Any], source: str) -> List[Any]:
+    """The samples that have an image; one warning line counts the text-only ones left out, and
+    a data set with no image at all is one error line."""
+    from selector.core.errors import InputError
+
+    kept = [sample for sample in samples if sample.has_image]
+    if len(kept) < len(samples):
+        if not kept:
+            raise InputError(f"llava_conversations: {source}: all {len(samples)} samples are "
+                             "text-only (no image); MiniGPT-4 trains on an image per sample")
+        logging.warning("instructiongpt4: llava_conversations: left out %d text-only samples "
+                        "(no image; MiniGPT-4 trains on an image per sample) of %d from %s; "
+                        "training on %d", len(samples) - len(kept), len(samples), source,
+                        len(kept))
+    return kept
+
+
 def builder_classes(host: Host) -> Dict[str, type]:
     base = host.BaseDatasetBuilder
 
@@ -87,6 +107,7 @@ def builder_classes(host: Host) -> Dict[str, type]:
             info = self.config.build_info
             options = {**_options(self.config), "image_root": info.get("image_root")}
             samples, chosen = _select(str(info.storage), options)
+            samples = with_images(samples, str(info.storage))
             dataset = self.train_dataset_cls(
                 samples, self.vis_processors["train"], self.text_processors["train"],
                 self.config.get("prompt_template", "###Human: {} ###Assistant: "),

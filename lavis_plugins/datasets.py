@@ -59,7 +59,11 @@ class ConversationDataset(_Base):
     formats every question with its prompt template and trains on the answers only. MiniGPT-4 v1
     has no conversation support: for it, ``instruction_input`` is the first question and
     ``answer`` lays the later rounds out with the same template (``end_sym`` between rounds), so
-    v1 also learns the later questions' tokens."""
+    v1 also learns the later questions' tokens.
+
+    Every sample needs an image (the placeholder opens every first question): the builder leaves
+    text-only samples out (:func:`lavis_plugins.builders.with_images`); given one, this refuses
+    it by name rather than fail on its first batch."""
 
     connect_sym = "!@#"
 
@@ -67,6 +71,12 @@ class ConversationDataset(_Base):
                  text_processor: Optional[Callable] = None,
                  prompt_template: str = "###Human: {} ###Assistant: ", end_sym: str = "###",
                  image_placeholder: str = "<Img><ImageHere></Img>") -> None:
+        text_only = [sample.id for sample in samples if not sample.has_image]
+        if text_only:
+            from selector.core.errors import InputError
+
+            raise InputError(f"sample {text_only[0]!r} is text-only ({len(text_only)} such): "
+                             "MiniGPT-4 trains on an image per sample; leave them out first")
         super().__init__(samples, vis_processor, text_processor)
         self.prompt_template = prompt_template
         self.end_sym = end_sym

@@ -82,7 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clusters", help="diversity clusters {cluster: [ids]} instead of spectral "
                    "clustering of the image features")
     p.add_argument("--baseline", help="ablation instead of the selector: random, or "
-                   "top:<indicator> (e.g. top:clip)")
+                   "top:<indicator> (e.g. top:clip); the draws of earlier releases")
+    p.add_argument("--method", metavar="NAME[:ARG]", help="selection method instead of the "
+                   "trained selector: random, cluster-random, top:<indicator>, "
+                   "bottom:<indicator>, threshold:<indicator>=<value>, length (needs --data), "
+                   "perplexity[:low|middle|high], ifd, semdedup, linear (--subsets, --labels), "
+                   "selector (--checkpoint; the default); settings: methods.<name>")
+    p.add_argument("--seed", type=int, help="seed of the methods that draw at random "
+                   "(random, cluster-random, threshold; default 0); the others ignore it")
+    p.add_argument("--diversity", action=argparse.BooleanOptionalAction, default=None,
+                   help="the selector's per-cluster quota step on or off for the method "
+                   "(default: methods.<name>.diversity)")
+    p.add_argument("--subsets", help="subsets file (--method linear)")
+    p.add_argument("--labels", help="labels file (--method linear)")
+    p.add_argument("--work", help="cache folder of methods that compute values "
+                   "(perplexity, ifd)")
     p.add_argument("--captions", metavar="CC_SBU_ALIGN_DIR", help="take captions from this "
                    "folder's filter_cap.json without linking images")
     p.add_argument("--num", type=int, help="samples to keep (default: selection.num_samples)")
@@ -171,6 +185,48 @@ def build_parser() -> argparse.ArgumentParser:
                    "has instead of stopping when one is missing (recorded in the file)")
     q.add_argument("--model", help="use the runs of this model (the {model} folder of "
                    "answers/{model}/{time}/) where subsets were evaluated with several")
+
+    p = commands.add_parser("study", help="a grid of selection methods x seeds at one budget "
+                            "(+ the full data), each a cc_sbu_align selection with its fine-tune "
+                            "config, and a resumable launcher; then: igpt4 study collect DIR")
+    p.set_defaults(run=app_commands.study)
+    p.add_argument("--pool", help="pool file (features + indicators)")
+    p.add_argument("--data", metavar="CC_SBU_ALIGN_DIR", help="the pool's cc_sbu_align folder")
+    p.add_argument("--methods", metavar="SPEC,...", help="comma-separated methods of igpt4 select "
+                   "--method, e.g. selector,random,cluster-random,top:clip,ifd")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 of the methods that draw "
+                   "at random (default 5); the others get one run")
+    p.add_argument("--num", type=int, help="the budget: samples per selection (default: "
+                   "selection.num_samples)")
+    p.add_argument("--out", help="the study folder (DIR/<method>/<seed>/, DIR/full/, "
+                   "DIR/launch.sh, DIR/study.json)")
+    p.add_argument("--checkpoint", help="selector checkpoint folder (--methods selector)")
+    p.add_argument("--subsets", help="subsets file (linear)")
+    p.add_argument("--labels", help="labels file (linear)")
+    p.add_argument("--work", help="cache folder of methods that compute values (perplexity, ifd)")
+    p.add_argument("--template", help="MiniGPT-4 train config copied per run (default: the "
+                   "shipped minigpt4/subset_finetune.yaml)")
+    p.add_argument("--datasets", help="comma-separated Arena datasets launch.sh evaluates on "
+                   "(default: gqa,iconqa,okvqa,scienceqa)")
+    p.add_argument("--slurm", action="store_true", help="also write slurm_array.sh, one array "
+                   "task per run")
+    p.add_argument("--full", action=argparse.BooleanOptionalAction, default=True,
+                   help="also the full-data run, DIR/full (default: on)")
+    p.add_argument("--force", action="store_true", help="rerun into a study made with other "
+                   "arguments: rewrite the runs they change")
+    _add_settings(p)
+    actions = p.add_subparsers(dest="study_command", metavar="ACTION")
+    q = actions.add_parser("collect", help="Arena results of every run -> per method mean "
+                           "accuracy, 95%% interval over seeds, paired difference to random; "
+                           "DIR/study_results.json and the study page")
+    q.set_defaults(run=app_commands.study_collect)
+    q.add_argument("study_dir", metavar="DIR", help="the folder igpt4 study wrote")
+    q.add_argument("--out", dest="results_out", help="results file (default: "
+                   "DIR/study_results.json)")
+    q.add_argument("--html", help="the study page (default: study_report.html beside the "
+                   "results; its plot as <name>_methods.png)")
+    q.add_argument("--model", help="use the runs of this model (the {model} folder of "
+                   "answers/{model}/{time}/) where runs were evaluated with several")
 
     p = commands.add_parser("run", help="the whole pipeline from one YAML recipe; stages whose "
                             "inputs and settings are unchanged are skipped")

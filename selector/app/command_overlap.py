@@ -18,9 +18,10 @@ PATHS: Dict[str, Tuple[Dict[str, str], Dict[str, str]]] = {
     "train-selector": ({"--out": "out"}, {"--pool": "pool", "--subsets": "subsets",
                                           "--labels": "labels", "--repo": "repo",
                                           CONFIG: "config"}),
-    "select": ({"--out": "out"}, {"--pool": "pool", "--checkpoint": "checkpoint",
-                                  "--clusters": "clusters", "--data": "data",
-                                  "--captions": "captions", CONFIG: "config"}),
+    "select": ({"--out": "out", "--work": "work"},
+               {"--pool": "pool", "--checkpoint": "checkpoint", "--clusters": "clusters",
+                "--data": "data", "--captions": "captions", "--subsets": "subsets",
+                "--labels": "labels", CONFIG: "config"}),
     "score": ({"--out": "out", "--pool-out": "pool_out", "--work": "work"},
               {"--data": "data", "--image-root": "image_root", "--pca-from": "pca_from",
                CONFIG: "config"}),
@@ -29,6 +30,11 @@ PATHS: Dict[str, Tuple[Dict[str, str], Dict[str, str]]] = {
     "split": ({"--out": "out"}, {"--pool": "pool", "--subsets": "subsets", "--data": "data",
                                  "--template": "template"}),
     "labels": ({"--out": "out"}, {"PATH": "paths"}),
+    # igpt4 study (igpt4 study collect checks its own: its results go inside the study folder)
+    "study": ({"--out": "out", "--work": "work"},
+              {"--pool": "pool", "--data": "data", "--checkpoint": "checkpoint",
+               "--subsets": "subsets", "--labels": "labels", "--template": "template",
+               CONFIG: "config"}),
 }
 
 

@@ -75,15 +75,30 @@ CREATE TABLE IF NOT EXISTS settings (
 """
 
 
+#: how a problem that means "this indicator does not apply to this sample" begins (the CLIP score
+#: of a text-only sample): cached like a value, counted apart from problems, never a failure
+NOT_APPLICABLE = "not applicable: "
+
+
 @dataclass(frozen=True)
 class IndicatorValue:
     """One sample's result: a value, or the reason there is none (``problem``; a
-    :class:`Failure` when the computation failed rather than the sample), and what else is
-    worth keeping (``detail``: a raw reply, per-round scores)."""
+    :class:`Failure` when the computation failed rather than the sample; starting with
+    :data:`NOT_APPLICABLE` when the indicator does not apply to this kind of sample), and what
+    else is worth keeping (``detail``: a raw reply, per-round scores)."""
     sample_id: str
     value: Optional[float]
     problem: Optional[str] = None
     detail: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def not_applicable(self) -> bool:
+        return is_not_applicable(self.problem)
+
+
+def is_not_applicable(problem: Optional[str]) -> bool:
+    """Whether ``problem`` (an indicator's or an embedding's) says it does not apply."""
+    return problem is not None and problem.startswith(NOT_APPLICABLE)
 
 
 class Failure(str):

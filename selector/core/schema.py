@@ -82,10 +82,72 @@ class SelectionSection:
 
 
 @dataclass
+class MethodBlock:
+    """A selection method's block (``methods.<name>``, ``-`` written ``_``): ``diversity`` turns
+    the selector's per-cluster quota step on or off for that method (``--diversity`` wins)."""
+
+    diversity: bool = setting()
+
+
+@dataclass
+class ThresholdMethod(MethodBlock):
+    fill: str = setting(choices=("random", "score"))  # how the eligible fill the budget
+
+
+@dataclass
+class LengthMethod(MethodBlock):
+    unit: str = setting(choices=("words", "characters"))
+
+
+@dataclass
+class PerplexityMethod(MethodBlock):
+    band: str = setting(choices=("low", "middle", "high"))
+    lm: Dict[str, Any] = setting()  # indicators.perplexity settings changed for the method
+
+
+@dataclass
+class IfdMethod(MethodBlock):
+    threshold: float = setting(above=0)  # IFD at or above it is never kept
+    lm: Dict[str, Any] = setting()  # indicators.ifd settings changed for the method
+
+
+@dataclass
+class SemdedupMethod(MethodBlock):
+    space: str = setting(choices=("image", "text", "both"))  # the embeddings compared
+    n_clusters: Optional[int] = setting(min=1)  # null: pool size / 1000
+    threshold: float = setting(above=-1, max=1)  # cosine above which samples are duplicates
+    cluster_seed: int = setting(min=0, below=SEED_LIMIT)
+    fill: str = setting()  # random | top:<indicator> (checked by the method)
+
+
+@dataclass
+class LinearMethod(MethodBlock):
+    alpha: float = setting(min=0)  # ridge penalty on standardised subset means
+
+
+@dataclass
+class MethodsSection:
+    """One block per selection method of ``igpt4 select --method`` (issue 14)."""
+
+    random: MethodBlock = setting()
+    cluster_random: MethodBlock = setting()
+    top: MethodBlock = setting()
+    bottom: MethodBlock = setting()
+    threshold: ThresholdMethod = setting()
+    length: LengthMethod = setting()
+    perplexity: PerplexityMethod = setting()
+    ifd: IfdMethod = setting()
+    semdedup: SemdedupMethod = setting()
+    linear: LinearMethod = setting()
+    selector: MethodBlock = setting()
+
+
+@dataclass
 class SelectorSettings:
     model: ModelSection = setting()
     training: TrainingSection = setting()
     selection: SelectionSection = setting()
+    methods: MethodsSection = setting()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,11 +209,25 @@ class GptSettings:
 
 
 @dataclass
+class LanguageModelSettings:
+    """A causal LM's scores (``perplexity``, ``ifd``): the model and how it is run."""
+
+    model: str = setting()
+    gguf_file: Optional[str] = setting()
+    batch_size: int = setting(min=1)
+    max_length: int = setting(min=2)
+    precision: Optional[str] = setting(choices=PRECISIONS)
+    device: Optional[str] = setting(None)
+
+
+@dataclass
 class IndicatorsSection:
     clip: ClipSettings = setting()
     reward: RewardSettings = setting()
     length: LengthSettings = setting()
     gpt: GptSettings = setting()
+    perplexity: LanguageModelSettings = setting()
+    ifd: LanguageModelSettings = setting()
 
 
 

@@ -21,6 +21,8 @@ def validate(args: argparse.Namespace) -> int:
         pool.write_skip_report(args.report)
     for skipped in pool.skipped:
         log(skipped.line())
+    text_only = pool.text_only  # conversations without an image (a line only when there are)
     print(f"{pool.source} ({pool.kind}, {pool.encoding}): {len(pool)} valid samples, "
-          f"{len(pool.skipped)} invalid")
+          f"{len(pool.skipped)} invalid"
+          + (f"; {text_only} of the valid are text-only (no image)" if text_only else ""))
     return EXIT_BAD_INPUT if pool.skipped else 0

@@ -4,7 +4,10 @@
   "caption"}]}`` and ``image/{image_id}.jpg``. There is no instruction in the data; MiniGPT-4 (and the
   InstructionGPT-4 scorers) use :data:`DEFAULT_INSTRUCTION`.
 * LLaVA-style conversations: ``[{"id", "image", "conversations": [{"from": "human"|"gpt",
-  "value"}]}]``, multi-round, with the ``<image>`` token in the first human turn.
+  "value"}]}]``, multi-round, with the ``<image>`` token in the first human turn. A record without
+  an ``image`` key is a **text-only** sample (LLaVA-mix-665K holds about 40k, from ShareGPT): its
+  :attr:`Sample.image` is None, :attr:`Sample.has_image` False, and no turn may hold ``<image>``
+  (LLaVA would feed a blank image in its place). cc_sbu_align samples always have an image.
 
 Every problem is reported as one line naming the file and the sample. With ``skip_invalid`` the
 reader drops bad samples instead and records why in :attr:`DataPool.skipped`.
@@ -17,7 +20,8 @@ What is refused, rather than read some way that could be wrong:
 * conversations that do not alternate human, gpt, human, gpt ... (two human turns in a row would
   pair an answer with the wrong question), that start with a gpt turn or end with an unanswered
   human turn, turns holding only ``<image>``, and an ``<image>`` token anywhere but once in the
-  first human turn;
+  first human turn (LLaVA's ``preprocess_multimodal`` only moves a token it finds to the front of
+  its turn and adds none: an image sample without one would be trained with its image dropped);
 * images that do not fully decode (a truncated JPEG passes a header check: every image is
   decoded), that exceed Pillow's decompression-bomb limit, or that cannot be opened at all (a
   file name too long, no permission): one line each, never a traceback.
@@ -26,19 +30,20 @@ from __future__ import annotations
 
 import os
 import unicodedata
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from selector.core.errors import InputError
 from selector.core.jsonio import PathLike, read_json, write_json
+from selector.data.images import image_problem
 
 DEFAULT_INSTRUCTION = "Describe this image in detail."
 IMAGE_TOKEN = "<image>"
 CC_SBU_ALIGN = "cc_sbu_align"
 CONVERSATIONS = "conversations"
 HUMAN, GPT = "human", "gpt"
+IMAGE, TEXT_ONLY = "image", "text-only"  # the kinds of sample (:attr:`Sample.kind`)
 
 
 @dataclass(frozen=True)
@@ -49,12 +54,22 @@ class Turn:
 
 @dataclass(frozen=True)
 class Sample:
-    """One instruction sample: an image and one or more (instruction, answer) rounds."""
+    """One instruction sample: an image (None for a text-only conversation) and one or more
+    (instruction, answer) rounds."""
 
     id: str
-    image: Path  # absolute path of the image file
+    image: Optional[Path]  # absolute path of the image file; None: a text-only sample
     turns: Tuple[Turn, ...]
-    image_ref: str  # the image as the source file names it (relative to the data folder)
+    image_ref: Optional[str]  # the image as the source file names it (relative to the data folder)
+
+    @property
+    def has_image(self) -> bool:
+        return self.image is not None
+
+    @property
+    def kind(self) -> str:
+        """:data:`IMAGE` or :data:`TEXT_ONLY` (what image-only indicators and builders check)."""
+        return IMAGE if self.has_image else TEXT_ONLY
 
     @property
     def instructions(self) -> List[str]:
@@ -106,6 +121,11 @@ class DataPool:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def text_only(self) -> int:
+        """How many samples have no image (LLaVA-style text-only conversations)."""
+        return sum(not sample.has_image for sample in self.samples)
 
     @property
     def ids(self) -> List[str]:
@@ -218,52 +238,6 @@ def _inside(root: Path, relative: str) -> Optional[Path]:
     return Path(candidate)
 
 
-def image_problem(path: Path) -> Optional[str]:
-    """Why this image cannot be used, or None when it fully decodes.
-
-    ``verify()`` alone reads only the header and checksums, so a truncated JPEG passed it: the
-    image is decoded too (JPEG in draft mode, at 1/8 scale: every byte is still read, in a
-    fraction of the time). Pillow's decompression-bomb warning is an error here: an image of more
-    than ``Image.MAX_IMAGE_PIXELS`` pixels is refused before it is decoded."""
-    from PIL import Image, ImageFile
-
-    # LAVIS (and other hosts) set ImageFile.LOAD_TRUNCATED_IMAGES = True at import, which makes
-    # Pillow pad a truncated file with grey instead of failing: check with it off, then restore
-    tolerant, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
-    try:
-        return _decode_problem(path, Image)
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = tolerant
-
-
-def _decode_problem(path: Path, Image: Any) -> Optional[str]:
-    try:
-        if not path.is_file():
-            return f"image {path} is missing"
-        if path.stat().st_size == 0:
-            return f"image {path} is empty (0 bytes)"
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.verify()
-            with Image.open(path) as image:
-                if image.format == "JPEG":
-                    image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
-                image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        return (f"image {path} is too large to decode safely (a possible decompression bomb: "
-                f"{' '.join(str(exc).split())[:160]})")
-    except OSError as exc:
-        if exc.errno is not None and exc.strerror:  # the file system's error, not Pillow's
-            return f"image {path} cannot be read ({exc.strerror})"
-        return f"image {path} is corrupt ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
-    except MemoryError:
-        return f"image {path} is too large to decode in memory"
-    except Exception as exc:  # Pillow's decoders raise many types on malformed files
-        return f"image {path} is corrupt ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
-    return None
-
-
 SampleBuilder = Callable[[str, Dict[str, Any]], Tuple[Optional[Sample], str]]
 
 
@@ -297,7 +271,7 @@ def _collect(source: Path, records: List[Any], id_key: str, required: Sequence[s
         if sample is None:
             collector.problem(name, reason)
             continue
-        reason = image_problem(sample.image) if check_images else ""
+        reason = image_problem(sample.image) if check_images and sample.has_image else ""
         if reason:
             collector.problem(name, reason)
             continue
@@ -336,10 +310,12 @@ def read_cc_sbu_align(root: PathLike, skip_invalid: bool = False,
     return DataPool(CC_SBU_ALIGN, source, image_root, encoding, samples, skipped)
 
 
-def _read_turns(record: Dict[str, Any]) -> Tuple[Optional[Tuple[Turn, ...]], str]:
+def _read_turns(record: Dict[str, Any], has_image: bool = True
+                ) -> Tuple[Optional[Tuple[Turn, ...]], str]:
     """The turns, strictly human, gpt, human, gpt, ...: every answer has its own question (two
     human turns in a row would pair the answer with the wrong one), and ``<image>`` appears once,
-    in the first human turn (where MiniGPT-4 and LLaVA place the image)."""
+    in the first human turn (where MiniGPT-4 and LLaVA place the image), or nowhere in a
+    text-only sample (no ``image`` key)."""
     conversation = record.get("conversations")
     if not isinstance(conversation, list):
         return None, f"conversations is a JSON {_json_kind(conversation)}, expected a list of turns"
@@ -364,13 +340,16 @@ def _read_turns(record: Dict[str, Any]) -> Tuple[Optional[Tuple[Turn, ...]], str
             return None, (f"turn {position} is a second {role} turn in a row (turns must "
                           "alternate human, gpt)")
         tokens = value.count(IMAGE_TOKEN)
+        if tokens and not has_image:
+            return None, (f"turn {position} ({role}) holds an {IMAGE_TOKEN} token but the sample "
+                          "has no 'image' key (a text-only sample has no image to place)")
         if position == 0 and tokens > 1:
             return None, f"first human turn holds {IMAGE_TOKEN} {tokens} times, expected once"
         if position > 0 and tokens:
             return None, (f"turn {position} ({role}) holds an {IMAGE_TOKEN} token; only the first "
                           "human turn may")
         turns.append(Turn(role, value))
-    if IMAGE_TOKEN not in turns[0].text:
+    if has_image and IMAGE_TOKEN not in turns[0].text:
         return None, f"first human turn has no {IMAGE_TOKEN} token"
     if turns[-1].role == HUMAN:
         if len(turns) == 1:
@@ -382,7 +361,7 @@ def _read_turns(record: Dict[str, Any]) -> Tuple[Optional[Tuple[Turn, ...]], str
 def read_conversations(path: PathLike, image_root: Optional[PathLike] = None,
                        skip_invalid: bool = False, check_images: bool = True) -> DataPool:
     """Read LLaVA-style conversation JSON; images are relative to ``image_root`` (default: the
-    JSON file's folder)."""
+    JSON file's folder). A record without an ``image`` key is a text-only sample."""
     source = Path(path)
     document, encoding = read_json(source)
     if not isinstance(document, list):
@@ -390,9 +369,11 @@ def read_conversations(path: PathLike, image_root: Optional[PathLike] = None,
     root = Path(image_root) if image_root is not None else source.parent
 
     def build(sample_id: str, record: Dict[str, Any]) -> Tuple[Optional[Sample], str]:
-        turns, reason = _read_turns(record)
+        turns, reason = _read_turns(record, "image" in record)
         if turns is None:
             return None, reason
+        if "image" not in record:  # text-only (LLaVA-mix-665K's ShareGPT conversations)
+            return Sample(sample_id, None, turns, None), ""
         image_ref = record["image"]
         if not isinstance(image_ref, str):
             return None, f"image is a JSON {_json_kind(image_ref)}, expected a relative path"
@@ -401,7 +382,7 @@ def read_conversations(path: PathLike, image_root: Optional[PathLike] = None,
             return None, f"image path {image_ref!r} escapes the image folder {root}"
         return Sample(sample_id, image, turns, image_ref), ""
 
-    samples, skipped = _collect(source, document, "id", ("id", "image", "conversations"), build,
+    samples, skipped = _collect(source, document, "id", ("id", "conversations"), build,
                                 skip_invalid, check_images)
     return DataPool(CONVERSATIONS, source, root, encoding, samples, skipped)
 
@@ -458,6 +439,9 @@ def write_cc_sbu_align(samples: Sequence[Sample], out_dir: PathLike, image_mode:
     out_dir = Path(out_dir)
     annotations = []
     for sample in samples:
+        if not sample.has_image:
+            raise InputError(f"sample {sample.id!r} is text-only; cc_sbu_align holds an image per "
+                             "caption (write it as conversations instead)")
         if len(sample.answers) != 1:
             raise InputError(
                 f"sample {sample.id!r} has {len(sample.answers)} answers; cc_sbu_align holds one "
@@ -476,16 +460,18 @@ def write_cc_sbu_align(samples: Sequence[Sample], out_dir: PathLike, image_mode:
 def write_conversations(samples: Sequence[Sample], out_json: PathLike,
                         image_dir: Optional[PathLike] = None, image_mode: str = "link") -> Path:
     """Write LLaVA-style JSON. Image references keep their relative form; with ``image_dir`` the
-    images are linked or copied there under those references, so the output is self-contained."""
+    images are linked or copied there under those references, so the output is self-contained.
+    A text-only sample is written without an ``image`` key, as LLaVA-mix-665K has it."""
     records = []
     for sample in samples:
-        records.append({
-            "id": sample.id,
-            "image": sample.image_ref,
-            "conversations": [{"from": t.role, "value": t.text} for t in sample.turns],
-        })
+        record: Dict[str, Any] = {"id": sample.id}
+        if sample.has_image:
+            record["image"] = sample.image_ref
+        record["conversations"] = [{"from": t.role, "value": t.text} for t in sample.turns]
+        records.append(record)
     if image_dir is not None:
-        pairs = [(sample.image, Path(image_dir) / sample.image_ref) for sample in samples]
+        pairs = [(sample.image, Path(image_dir) / sample.image_ref) for sample in samples
+                 if sample.image is not None and sample.image_ref is not None]
         _check_image_targets(pairs, image_mode)
         for source, target in pairs:
             _place_image(source, target, image_mode)

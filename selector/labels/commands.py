@@ -23,7 +23,7 @@ def labels_collect(args: argparse.Namespace) -> int:
     """``igpt4 labels collect PATH...``: the subsets' Arena results -> labels.json."""
     from selector.labels.steps import labels_collect_command
 
-    datasets = ([d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets
-                else None)  # None: labels.datasets of pipeline/base.yaml
+    datasets = ([d.strip() for d in args.datasets.split(",") if d.strip()]
+                if args.datasets is not None else None)  # None: labels.datasets of pipeline/base.yaml
     labels_collect_command(args.paths, args.out, datasets, args.allow_missing, args.model)
     return 0

@@ -38,15 +38,18 @@ EVAL_RUN_FILE = ".igpt4_eval_run"  # launch.sh's checkpoint + eval run name, to 
 
 @dataclass
 class SubsetJob:
-    """Where one subset's data, config, checkpoints and evaluation answers live (absolute)."""
+    """Where one subset's data, config, checkpoints and evaluation answers live (absolute).
+    ``data_dir``: a cc_sbu_align folder elsewhere (``igpt4 study``'s selections, its full-data
+    run) instead of ``folder/cc_sbu_align``."""
 
     name: str
     folder: Path
     size: int = 0
+    data_dir: Optional[Path] = None
 
     @property
     def data(self) -> Path:
-        return self.folder / "cc_sbu_align"
+        return self.data_dir if self.data_dir is not None else self.folder / "cc_sbu_align"
 
     @property
     def config(self) -> Path:
@@ -59,6 +62,17 @@ class SubsetJob:
     @property
     def answers(self) -> Path:
         return self.folder / "answers"
+
+
+@dataclass(frozen=True)
+class LaunchWords:
+    """What a launcher calls itself and its jobs: ``igpt4 split``'s subsets by default, and what
+    to run when every job is done (``after``: the header's note, ``done``: the last line's)."""
+
+    command: str = "split"
+    unit: str = "subset"
+    after: Optional[str] = None  # None: `igpt4 labels collect OUT --out LABELS`
+    done: Optional[str] = None
 
 
 @dataclass
@@ -212,14 +226,14 @@ def write_subsets(subsets: Subsets, data: Union[PathLike, "DataPool"], out_dir: 
 
 
 _LAUNCH_HEAD = """#!/usr/bin/env bash
-# Written by `igpt4 split`: fine-tune MiniGPT-4 on each subset, then evaluate it with the
-# Arena-compatible `igpt4 eval`; afterwards `igpt4 labels collect {out} --out {labels}`.
+# Written by `igpt4 {command}`: fine-tune MiniGPT-4 on each {unit}, then evaluate it with the
+# Arena-compatible `igpt4 eval`; afterwards {after}.
 #
-#   MINIGPT4_DIR=/path/to/MiniGPT-4 ARENA_DATA=/path/to/arena/data [NPROC=8] bash {launcher} [SUBSET...]
+#   MINIGPT4_DIR=/path/to/MiniGPT-4 ARENA_DATA=/path/to/arena/data [NPROC=8] bash {launcher} [{upper}...]
 #
-# Resumable: a subset whose answers/ holds a result.json with every dataset is skipped, and a
-# subset whose fine-tune finished (output/{marker}) is only evaluated. Without SUBSET
-# arguments every subset runs in turn; a failing subset is reported and the next one runs.
+# Resumable: a {unit} whose answers/ holds a result.json with every dataset is skipped, and a
+# {unit} whose fine-tune finished (output/{marker}) is only evaluated. Without {upper}
+# arguments every {unit} runs in turn; a failing {unit} is reported and the next one runs.
 # TORCHRUN_ARGS adds torchrun options (e.g. --standalone for several jobs on one node); IGPT4
 # names the igpt4 executable.
 set -uo pipefail
@@ -276,21 +290,21 @@ newest_checkpoint() {{  # $1: run.output_dir
 """
 
 _LAUNCH_SUBSET = """
-subset_{index}() {{  # subset {name}: {size} samples
+{unit}_{index}() {{  # {unit} {name}: {size} samples
   local answers={answers} output={output} ckpt run
   if has_result "$answers"; then
-    echo "[igpt4] subset {name}: evaluated ($answers), skipped"; return 0
+    echo "[igpt4] {unit} {name}: evaluated ($answers), skipped"; return 0
   fi
   if [ ! -f "$output/{marker}" ]; then
-    echo "[igpt4] subset {name}: fine-tuning"
+    echo "[igpt4] {unit} {name}: fine-tuning"
     ( cd "$MINIGPT4_DIR" && torchrun --nproc_per_node ${{NPROC:-1}} ${{TORCHRUN_ARGS:-}} train.py --cfg-path {config} ) || return 1
     touch "$output/{marker}" || return 1
   fi
   if ! ckpt=$(newest_checkpoint "$output"); then
-    echo "[igpt4] subset {name}: no checkpoint_*.pth under $output/*/" >&2; return 1
+    echo "[igpt4] {unit} {name}: no checkpoint_*.pth under $output/*/" >&2; return 1
   fi
   run=$(eval_run_name "$answers" "$ckpt") || return 1
-  echo "[igpt4] subset {name}: evaluating $ckpt (run $run)"
+  echo "[igpt4] {unit} {name}: evaluating $ckpt (run $run)"
   ${{IGPT4:-igpt4}} eval --tester minigpt4 --tester-arg cfg_path={config} --tester-arg ckpt="$ckpt" --datasets {datasets} --data-root "$ARENA_DATA" --split val --out {answers} --run-name "$run" || return 1
 }}
 """
@@ -302,32 +316,37 @@ failed=()
 for name in "$@"; do
   case $name in
 {cases}
-    *) echo "[igpt4] unknown subset $name (have: ${{ALL[*]}})" >&2; exit 2 ;;
+    *) echo "[igpt4] unknown {unit} $name (have: ${{ALL[*]}})" >&2; exit 2 ;;
   esac
 done
 if [ ${{#failed[@]}} -gt 0 ]; then
-  echo "[igpt4] failed subsets: ${{failed[*]}}" >&2; exit 1
+  echo "[igpt4] failed {unit}s: ${{failed[*]}}" >&2; exit 1
 fi
-echo "[igpt4] done; collect the labels: ${{IGPT4:-igpt4}} labels collect {out} --out {labels}"
+echo "[igpt4] done; {done}"
 """
 
 
-def launcher_text(out_dir: Path, jobs: Sequence[SubsetJob], datasets: Sequence[str]) -> str:
+def launcher_text(out_dir: Path, jobs: Sequence[SubsetJob], datasets: Sequence[str],
+                  words: LaunchWords = LaunchWords()) -> str:
     q = shlex.quote
     labels = q(str(out_dir.parent / "labels.json"))  # beside the split: never inside an input
-    parts = [_LAUNCH_HEAD.format(out=q(str(out_dir)), labels=labels,
-                                 launcher=q(str(out_dir / LAUNCHER)),
+    after = words.after or f"`igpt4 labels collect {q(str(out_dir))} --out {labels}`"
+    done = words.done or (f"collect the labels: ${{IGPT4:-igpt4}} labels collect "
+                          f"{q(str(out_dir))} --out {labels}")
+    unit = words.unit
+    parts = [_LAUNCH_HEAD.format(launcher=q(str(out_dir / LAUNCHER)), command=words.command,
+                                 unit=unit, upper=unit.upper(), after=after,
                                  marker=TRAINED_MARKER, run_file=EVAL_RUN_FILE,
                                  dataset_words=" ".join(q(d.lower()) for d in datasets))]
     for index, job in enumerate(jobs):
         parts.append(_LAUNCH_SUBSET.format(
-            index=index, name=job.name, size=job.size,
+            index=index, name=job.name, size=job.size, unit=unit,
             answers=q(str(job.answers)), output=q(str(job.output)), config=q(str(job.config)),
             marker=TRAINED_MARKER, datasets=q(",".join(datasets))))
-    cases = "\n".join(f"    {q(job.name)}) subset_{index} || failed+=({q(job.name)}) ;;"
+    cases = "\n".join(f"    {q(job.name)}) {unit}_{index} || failed+=({q(job.name)}) ;;"
                       for index, job in enumerate(jobs))
     parts.append(_LAUNCH_TAIL.format(names=" ".join(q(job.name) for job in jobs), cases=cases,
-                                     out=q(str(out_dir)), labels=labels))
+                                     unit=unit, done=done))
     return "".join(parts)
 
 
@@ -335,20 +354,22 @@ def _write_script(path: Path, text: str) -> Path:
     return write_text(path, text, permissions=0o755)
 
 
-def write_launcher(out_dir: Path, jobs: Sequence[SubsetJob], datasets: Sequence[str]) -> Path:
-    return _write_script(out_dir / LAUNCHER, launcher_text(out_dir, jobs, datasets))
+def write_launcher(out_dir: Path, jobs: Sequence[SubsetJob], datasets: Sequence[str],
+                   words: LaunchWords = LaunchWords()) -> Path:
+    return _write_script(out_dir / LAUNCHER, launcher_text(out_dir, jobs, datasets, words))
 
 
-def write_slurm_array(out_dir: Path, jobs: Sequence[SubsetJob], launcher: Path) -> Path:
+def write_slurm_array(out_dir: Path, jobs: Sequence[SubsetJob], launcher: Path,
+                      words: LaunchWords = LaunchWords()) -> Path:
     """One array task per subset, each running ``launch.sh <subset>`` (GPU and partition options
     belong on the ``sbatch`` command line: they differ between clusters)."""
     q = shlex.quote
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
     text = f"""#!/usr/bin/env bash
-#SBATCH --job-name=igpt4-subsets
+#SBATCH --job-name=igpt4-{words.unit}s
 #SBATCH --array=0-{len(jobs) - 1}
 #SBATCH --output={out_dir}/logs/%A_%a.out
-# Written by `igpt4 split`. One task per subset; add your cluster's options, e.g.
+# Written by `igpt4 {words.command}`. One task per {words.unit}; add your cluster's options, e.g.
 #   sbatch --gres=gpu:4 --export=ALL,NPROC=4,MINIGPT4_DIR=...,ARENA_DATA=... {q(str(out_dir / SLURM_SCRIPT))}
 set -euo pipefail
 SUBSETS=({" ".join(q(job.name) for job in jobs)})

@@ -17,7 +17,7 @@ def load_training_data(pool_path: Optional[PathLike],
     """The labelled subsets (a :class:`~selector.model.training.SubsetData`, with the pool's
     feature layout) from our files or the original layout."""
     from selector.scoring.reference import REFERENCE_INDICATORS
-    from selector.scoring.pool import FeaturePool, match_labels, read_labels, read_subsets
+    from selector.scoring.pool import FeaturePool
     from selector.model.training import SubsetData
 
     if repo is not None:
@@ -30,9 +30,16 @@ def load_training_data(pool_path: Optional[PathLike],
                                      6, 6, list(REFERENCE_INDICATORS))
     if not (pool_path and subsets_path and labels_path):
         raise InputError("train-selector needs --pool, --subsets and --labels (or --repo)")
-    from selector.model.training import check_labels_vary
+    return labelled_subsets(FeaturePool.load(pool_path), subsets_path, labels_path)
 
-    pool = FeaturePool.load(pool_path)
+
+def labelled_subsets(pool: Any, subsets_path: PathLike, labels_path: PathLike):
+    """The labelled subsets of a loaded pool (:class:`~selector.scoring.pool.FeaturePool`): what
+    train-selector fits and cross-validates on, and what the ``linear`` selection method fits
+    to (one reading, so both see the same data and refuse the same files)."""
+    from selector.scoring.pool import match_labels, read_labels, read_subsets
+    from selector.model.training import SubsetData, check_labels_vary
+
     subsets, by_subset = read_subsets(subsets_path), read_labels(labels_path)
     unlabelled = [name for name in subsets if name not in by_subset]
     if unlabelled:  # dropping them without a word would train on part of the split
@@ -60,11 +67,12 @@ def train_selector(out: PathLike, settings: Dict[str, Any], pool: Optional[PathL
                               **selector.training_metadata(),
                               "fit_seconds": round(time.time() - started, 2)}
     if settings["training"]["cross_validate"]:
-        cv = cross_validate(data, selector)
+        cv = cross_validate(data, selector, settings=settings)
         report["cross_validation"] = cv.to_dict()
         log(cv.table())
-        if cv.warning():
-            log(cv.warning())
+        for line in (cv.warning(), cv.advice()):
+            if line:
+                log(line)
     selector.save(out, {**report, "inputs": {
         "pool": str(pool) if pool else None, "subsets": str(subsets) if subsets else None,
         "labels": str(labels) if labels else None, "repo": str(repo) if repo else None},

@@ -15,20 +15,25 @@ is the one way the commands train, load, score and save a selector.
 
 With 30 labels a selector can easily learn noise. :func:`cross_validate` therefore reports the
 selector's leave-one-subset-out Spearman/Pearson correlation beside the same for single-indicator
-baselines (the subset's mean CLIP, reward, length, GPT score) and a linear model on those means.
+baselines (the subset's mean CLIP, reward, length, GPT score), a linear model on those means, and
+two selection methods (:mod:`selector.model.baselines`): ``linear`` (ridge on the means) and
+``cluster-random`` (the subset's cluster mix against the pool's); :meth:`CrossValidation.advice`
+names the method to prefer when the selector does not beat them.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from selector.core.errors import InputError
 from selector.core.jsonio import PathLike
+from selector.model.baselines import (CLUSTER_RANDOM_ROW, LINEAR_ROW, baseline_settings,
+                                      composition_rounds, loso_linear, method_of_row)
 from selector.model.network import (SelectorConfig, SelectorNet, build, load_checkpoint,
                                     save_checkpoint, score_features)
 
@@ -383,15 +388,63 @@ class CrossValidation:
                          f"{row['pearson']:>9.3f} {row['pearson_p']:>8.3g}")
         return "\n".join(lines)
 
+    def advice(self) -> Optional[str]:
+        """The selection method to prefer when one ranks the held-out subsets at least as well
+        as the selector (the best positive row that is a method: ``mean X`` is ``top:X``); random
+        when that row is no better than chance itself (p >= 0.05), or when neither the selector
+        nor any method beats chance; None otherwise."""
+        rho = self.selector["spearman"]
+        finite = bool(np.isfinite(rho))
+        candidates = [(r, method_of_row(r["model"])) for r in self.rows[1:]]
+        candidates = [(r, m) for r, m in candidates
+                      if m is not None and np.isfinite(r["spearman"]) and r["spearman"] > 0]
+        best = max(candidates, key=lambda c: c[0]["spearman"], default=None)
+        if best is not None and (not finite or best[0]["spearman"] >= rho):
+            row, method = best
+            verb = "beats" if not finite or row["spearman"] > rho else "matches"
+            said = (f"warning: {method} (Spearman {row['spearman']:.3f}) {verb} the selector "
+                    f"({rho:.3f}) in cross-validation")
+            if not row["spearman_p"] < 0.05:  # (NaN p: not significant either)
+                return (f"{said}, but is no better than chance itself (p = "
+                        f"{row['spearman_p']:.3g}): prefer --method random")
+            return f"{said}: prefer --method {method}"
+        if best is None and (not finite or rho <= 0):
+            return (f"warning: neither the selector (Spearman {rho:.3f}) nor any method of the "
+                    "table ranks the held-out subsets better than chance: prefer --method random")
+        return None
+
     def to_dict(self) -> Dict[str, Any]:
         return {"method": "leave-one-subset-out", "rows": self.rows,
-                "predictions": self.predictions, "labels": self.labels, "warning": self.warning()}
+                "predictions": self.predictions, "labels": self.labels, "warning": self.warning(),
+                "advice": self.advice()}
 
 
-def cross_validate(data: SubsetData, selector: Selector,
-                   progress: bool = True) -> CrossValidation:
+def linear_row(data: SubsetData, alpha: float) -> Tuple[Dict[str, Any], np.ndarray]:
+    """The ``linear`` method's leave-one-subset-out row and predictions: a ridge model on the
+    subsets' indicator means (:func:`selector.model.baselines.loso_linear`)."""
+    stacked = np.stack(list(indicator_means(data).values()), axis=1)
+    predictions = loso_linear(stacked, data.labels, alpha)
+    return _correlations(LINEAR_ROW, predictions, data.labels), predictions
+
+
+def cluster_random_row(data: SubsetData, n_clusters: int, seed: int) -> Dict[str, Any]:
+    """The ``cluster-random`` row: how well a subset's cluster mix matching the pool's (the mix a
+    cluster-random draw has) ranks the subsets (:mod:`selector.model.baselines`), on the image
+    features; ``spearman_spread`` is the standard deviation of the Spearman of each clustering
+    alone (a random score's is about 1/sqrt(S - 1))."""
+    rounds = composition_rounds(data.features[:, :, :data.image_dim], data.mask, n_clusters, seed)
+    row = _correlations(CLUSTER_RANDOM_ROW, rounds.mean(axis=0), data.labels)
+    alone = [_correlations("", r, data.labels)["spearman"] for r in rounds]
+    finite = [value for value in alone if np.isfinite(value)]
+    row["spearman_spread"] = float(np.std(finite)) if finite else float("nan")
+    return row
+
+
+def cross_validate(data: SubsetData, selector: Selector, progress: bool = True,
+                   settings: Optional[Dict[str, Any]] = None) -> CrossValidation:
     """Leave-one-subset-out: fit a clone of ``selector`` (its hyper-parameters) on S-1
-    subsets, predict the held-out subset's mean score."""
+    subsets, predict the held-out subset's mean score. The ``linear`` and ``cluster-random``
+    rows take their settings from ``settings`` (:func:`baseline_settings`)."""
     from sklearn.linear_model import LinearRegression
     from sklearn.model_selection import LeaveOneOut, cross_val_predict
     from tqdm.auto import tqdm
@@ -408,5 +461,8 @@ def cross_validate(data: SubsetData, selector: Selector,
     stacked = np.stack(list(means.values()), axis=1)
     linear = cross_val_predict(LinearRegression(), stacked, data.labels, cv=LeaveOneOut())
     rows.append(_correlations("linear on means (LOSO)", linear, data.labels))
+    alpha, n_clusters, cluster_seed = baseline_settings(settings)
+    rows.append(linear_row(data, alpha)[0])
+    rows.append(cluster_random_row(data, n_clusters, cluster_seed))
     return CrossValidation(rows, dict(zip(data.names, predictions.tolist())),
                            dict(zip(data.names, data.labels.tolist())))

@@ -18,8 +18,8 @@ def score(args: argparse.Namespace) -> int:
     from selector.scoring.score import score as compute_scores
 
     settings = load_settings(args.config, args.overrides, base="indicators/default.yaml")
-    names = ([n.strip() for n in args.indicators.split(",") if n.strip()] if args.indicators
-             else list(settings["pool"]["indicators"]))
+    names = ([n.strip() for n in args.indicators.split(",") if n.strip()]
+             if args.indicators is not None else list(settings["pool"]["indicators"]))
     if not (args.out or args.pool_out or args.dry_run):
         raise InputError("score needs --out (a table) and/or --pool-out (the pool file)")
     summary = compute_scores(args.data, args.work, args.out, names, settings, args.image_root,

@@ -15,20 +15,25 @@
 Embedders are registered by name, as the indicators are: ``clip_image``, ``causal_lm`` and
 ``sentence_transformers`` (:func:`create_embedder`); the ``features.text.kind`` setting is the text
 embedder's name. Embeddings are cached per sample in ``.npy`` shards indexed from the store, so a
-rerun computes only what is missing.
+rerun computes only what is missing. An embedder that ``needs_image`` gives a text-only sample no
+vector and a "not applicable" problem (:data:`~selector.core.cache.NOT_APPLICABLE`), cached like
+a vector: the pool file then holds zero image features for it
+(:func:`selector.scoring.score.write_pool`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from selector.data.samples import Sample
 from selector.core.distributed import Ranks
 from selector.core.errors import InputError
-from selector.scoring.indicators.devices import load_failure, resolve_device, torch_dtype
+from selector.core.registry import Registry
+from selector.scoring.indicators.devices import (load_failure, load_pretrained, resolve_device,
+                                                 torch_dtype)
 
 
 class Embedder:
@@ -41,6 +46,7 @@ class Embedder:
 
     name: str = ""
     kind: str = ""
+    needs_image: bool = False  # True: text-only samples get NOT_APPLICABLE, not a vector
 
     def settings(self) -> Dict[str, Any]:
         raise NotImplementedError
@@ -49,33 +55,21 @@ class Embedder:
         raise NotImplementedError
 
 
-_REGISTRY: Dict[str, type] = {}
-
-
-def register(name: str) -> Callable[[type], type]:
-    """Class decorator: the embedder is created by ``name`` (:func:`create_embedder`)."""
-    def decorate(cls: type) -> type:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-    return decorate
+#: every embedder by name (registered by the classes below)
+REGISTRY = Registry("embedder", setting_label=lambda name, cls: f"features.{cls.kind}")
+register = REGISTRY.register
 
 
 def embedder_names(kind: Optional[str] = None) -> List[str]:
     """The registered names, sorted; only those of one ``kind`` (``image`` / ``text``) if given."""
-    return sorted(name for name, cls in _REGISTRY.items() if kind is None or cls.kind == kind)
+    return sorted(name for name, cls in REGISTRY.registered().items()
+                  if kind is None or cls.kind == kind)
 
 
 def create_embedder(name: str, **settings: Any) -> Embedder:
     """An embedder by its registry name (``clip_image``, ``causal_lm``, ``sentence_transformers``)
     with its settings (a ``features.<kind>`` block without ``kind``, plus e.g. ``progress``)."""
-    if name not in _REGISTRY:
-        raise InputError(f"unknown embedder {name!r} (known: {', '.join(embedder_names())})")
-    cls = _REGISTRY[name]
-    try:
-        return cls(**settings)
-    except TypeError as exc:  # a setting it does not take: named by the block it came from
-        raise InputError(f"features.{cls.kind}: {exc}") from None
+    return REGISTRY.create(name, **settings)
 
 
 def sample_text(sample: Sample) -> str:
@@ -85,6 +79,7 @@ def sample_text(sample: Sample) -> str:
 @register("clip_image")
 class ClipImageEmbedder(Embedder):
     kind = "image"
+    needs_image = True
 
     def __init__(self, model: str = "ViT-bigG-14", pretrained: Optional[str] = "laion2b_s39b_b160k",
                  model_config: Optional[str] = None, batch_size: int = 32, num_workers: int = 2,
@@ -110,10 +105,15 @@ class ClipImageEmbedder(Embedder):
                                               device, precision_for(device, self.precision))
         dtype = input_dtype(model)  # fp16/bf16 keep some fp32 parameters
         rows: Dict[int, np.ndarray] = {}
-        problems: List[Optional[str]] = [None] * len(samples)
+        problems: List[Optional[str]] = [None if s.has_image else not_applicable_problem()
+                                         for s in samples]
+        positions = [i for i, s in enumerate(samples) if s.has_image]
         with torch.no_grad(), tqdm(total=len(samples), desc="image embeddings", unit="sample",
                                    disable=not self.progress) as bar:
-            for batch in image_batches(samples, preprocess, self.batch_size, self.num_workers):
+            bar.update(len(samples) - len(positions))
+            chosen = [samples[i] for i in positions]
+            for batch in image_batches(chosen, preprocess, self.batch_size, self.num_workers):
+                batch = [(positions[n], pixels, problem) for n, pixels, problem in batch]
                 good = [(i, pixels) for i, pixels, problem in batch if not problem]
                 for i, _, problem in batch:
                     problems[i] = problem or None
@@ -142,26 +142,13 @@ class CausalLMTextEmbedder(Embedder):
 
     def load(self) -> Tuple[Any, Any]:
         if self._loaded is None:
-            from selector.core.compat import ensure_torchvision_importable
-
-            ensure_torchvision_importable()
-            from transformers import AutoModel, AutoTokenizer
-
-            device = resolve_device(self.device)
             # the base model (no LM head), as the original's LlamaModel: hidden states only
-            from selector.core.safeload import weights_only_loads
-
-            try:
-                with weights_only_loads():  # a pytorch_model.bin never runs code
-                    model = AutoModel.from_pretrained(
-                        self.model_name, torch_dtype=torch_dtype(device, self.precision))
-                tokenizer = AutoTokenizer.from_pretrained(self.model_name)
-            except (OSError, ValueError) as exc:
-                raise load_failure("text model", self.model_name, exc) from None
+            model, tokenizer = load_pretrained("AutoModel", "text model", self.model_name,
+                                               resolve_device(self.device), self.precision)
             tokenizer.padding_side = "right"  # the last real token is found from the mask
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-            self._loaded = (model.to(device).eval(), tokenizer)
+            self._loaded = (model, tokenizer)
         return self._loaded
 
     def embed(self, samples: Sequence[Sample]) -> Tuple[np.ndarray, List[Optional[str]]]:
@@ -246,11 +233,20 @@ def _assemble(rows: Dict[int, np.ndarray], problems: List[Optional[str]]
     return matrix, problems
 
 
+def not_applicable_problem() -> str:
+    """The problem an image embedder records for a text-only sample (cached, not a failure)."""
+    from selector.core.cache import NOT_APPLICABLE
+
+    return f"{NOT_APPLICABLE}text-only sample (no image)"
+
+
 def embed_cached(store, embedder: Embedder, samples: Sequence[Sample], hashes: Sequence[str],
                  chunk_size: int = 256, ranks: Optional[Ranks] = None
                  ) -> Tuple[np.ndarray, List[Optional[str]]]:
     """Embeddings of every sample ([n, d], NaN rows with a problem), computing only the samples
-    missing from the store, one stored shard per chunk (each rank its share under a launcher)."""
+    missing from the store, one stored shard per chunk (each rank its share under a launcher).
+    Text-only samples of an embedder that ``needs_image`` are settled without it: a cached
+    "not applicable" row each."""
     from selector.core.cache import settings_hash
 
     settings = embedder.settings()
@@ -258,6 +254,14 @@ def embed_cached(store, embedder: Embedder, samples: Sequence[Sample], hashes: S
     ranks = ranks or Ranks(launched=False)
     found = ranks.read_together(lambda: store.get_arrays(embedder.kind, key, hashes))
     todo = ranks.mine([i for i, digest in enumerate(hashes) if digest not in found])
+    if getattr(embedder, "needs_image", False) and any(not samples[i].has_image for i in todo):
+        rows = [i for i in todo if not samples[i].has_image]
+        problems = [not_applicable_problem()] * len(rows)
+        store.put_arrays(embedder.kind, key, settings, [hashes[i] for i in rows],
+                         [samples[i].id for i in rows], np.zeros((len(rows), 0), np.float32),
+                         problems)
+        found.update((hashes[i], (None, problem)) for i, problem in zip(rows, problems))
+        todo = [i for i in todo if samples[i].has_image]
     for start in range(0, len(todo), chunk_size):
         rows = todo[start:start + chunk_size]
         vectors, problems = embedder.embed([samples[i] for i in rows])

@@ -8,6 +8,9 @@ File formats (documented in the README, written by ``igpt4 score`` and the refer
   ``["clip", "reward", "length", "gpt"]``). Raw indicator values: any scaling is the model's job.
   ``igpt4 score`` also saves the pool-wide PCAs (tensors ``pca.image.*`` and ``pca.text.*``: mean,
   components, explained_variance_ratio) and, in metadata ``info``, the settings that made them.
+  Text-only samples (conversations without an image): metadata ``text_only`` (JSON list of their
+  ids; absent in files without any, and in every older file: then all rows have an image) gives
+  :attr:`FeaturePool.has_image`; their ``image`` rows are zero (see :mod:`selector.scoring.score`).
 * **subsets file** (JSON): ``{subset_name: [sample ids]}`` (the layout of the original
   ``cluster/kmeans++/modified.json``).
 * **labels file** (JSON): ``{"labels": {subset_name: value}}``, or a plain ``{subset_name: value}``,
@@ -19,7 +22,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -44,9 +47,17 @@ class FeaturePool:
     extra: Dict[str, np.ndarray] = field(default_factory=dict)  # e.g. the saved PCAs
     info: Dict[str, Any] = field(default_factory=dict)  # how the features were made
     source: str = field(default="pool", repr=False, compare=False)  # named in errors
+    #: [N] bool, False for a text-only row (zero image features); None: every row has an image
+    has_image: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.ids)
+        if self.has_image is not None:
+            mask = np.asarray(self.has_image, dtype=bool)
+            if mask.shape != (n,):
+                raise InputError(f"{self.source}: has_image has shape {mask.shape}, expected "
+                                 f"({n},): one flag per sample id")
+            self.has_image = None if mask.all() else mask
         for name in ("image", "text", "indicators"):
             array = np.asarray(getattr(self, name))
             if array.ndim != 2 or array.shape[0] != n:
@@ -62,6 +73,16 @@ class FeaturePool:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def image_mask(self) -> np.ndarray:
+        """[N] bool: which rows have an image (all of them for pools without text-only rows)."""
+        return np.ones(len(self), bool) if self.has_image is None else self.has_image
+
+    @property
+    def text_only_ids(self) -> List[str]:
+        return [] if self.has_image is None else [i for i, has in zip(self.ids, self.has_image)
+                                                  if not has]
 
     @property
     def features(self) -> np.ndarray:
@@ -85,7 +106,7 @@ class FeaturePool:
         rows = self.positions(ids)
         return FeaturePool(list(ids), self.image[rows], self.text[rows], self.indicators[rows],
                            list(self.indicator_names), dict(self.extra), dict(self.info),
-                           self.source)
+                           self.source, None if self.has_image is None else self.has_image[rows])
 
     def content_digest(self) -> str:
         """sha256 of what the pool holds (ids, indicator names, the arrays and their shapes), not
@@ -99,6 +120,8 @@ class FeaturePool:
         for array in (self.image, self.text, self.indicators):
             array = np.ascontiguousarray(array, dtype=np.float32)
             digest.update(list(array.shape)).update_bytes(array.tobytes())
+        if self.has_image is not None:  # only then: every earlier pool keeps its digest
+            digest.update({"text_only": self.text_only_ids})
         return digest.hexdigest()
 
     def check_finite(self, source: str = "pool") -> None:
@@ -117,10 +140,13 @@ class FeaturePool:
                    "indicators": self.indicators}
         # safetensors writes the raw buffer: a strided view (e.g. sklearn's components_) must be
         # made contiguous first or it is saved scrambled
+        metadata = {"format": POOL_FORMAT, "ids": json.dumps(self.ids),
+                    "indicator_names": json.dumps(self.indicator_names),
+                    "info": json.dumps(self.info, default=str)}
+        if self.has_image is not None:
+            metadata["text_only"] = json.dumps(self.text_only_ids)
         data = save({name: np.ascontiguousarray(array) for name, array in tensors.items()},
-                    metadata={"format": POOL_FORMAT, "ids": json.dumps(self.ids),
-                              "indicator_names": json.dumps(self.indicator_names),
-                              "info": json.dumps(self.info, default=str)})
+                    metadata=metadata)
         return write_bytes(path, data)
 
     @classmethod
@@ -168,7 +194,15 @@ class FeaturePool:
         if not isinstance(info, dict):
             raise InputError(f"{path}: metadata 'info' must be a JSON object")
         main = [arrays.pop(name) for name in ("image", "text", "indicators")]
-        pool = cls(ids, *main, names, arrays, info, source=str(path))
+        has_image = None
+        if "text_only" in metadata:
+            text_only = set(_metadata_list(path, metadata, "text_only"))
+            unknown = text_only - set(ids)
+            if unknown:
+                raise InputError(f"{path}: metadata 'text_only' names sample "
+                                 f"{sorted(unknown)[0]!r}, which is not in the pool")
+            has_image = np.array([i not in text_only for i in ids], dtype=bool)
+        pool = cls(ids, *main, names, arrays, info, source=str(path), has_image=has_image)
         pool.check_finite(str(path))
         return pool
 

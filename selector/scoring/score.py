@@ -7,6 +7,14 @@ indicator's value, its problem and its detail, e.g. the GPT judge's raw reply) a
 Bad samples never stop the run: a corrupt image, an empty answer, a NaN output or a failed judge
 request is recorded for that sample and indicator, and summarised at the end. Under ``torchrun`` /
 ``accelerate launch`` each rank scores its share; the main process writes the outputs.
+
+Text-only samples (LLaVA conversations without an image) get every indicator and embedding that
+needs no image; for those that do (``clip``, the image embedder) their value is *not applicable*
+(a problem starting with :data:`~selector.core.cache.NOT_APPLICABLE`): cached like a value,
+counted on its own in the summary, never missing for ``--strict``. In the pool file a text-only
+row has zero image features (the pool-wide PCA's mean: the PCA is fitted on the samples with an
+image), its not-applicable indicators hold the mean of the samples they apply to, and
+the pool's ``has_image`` mask (metadata ``text_only``) says which rows these are.
 """
 from __future__ import annotations
 
@@ -19,6 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from selector.core.cache import is_not_applicable
 from selector.core.errors import InputError
 from selector.core.jsonio import PathLike, write_json
 
@@ -37,6 +46,8 @@ class ScoreSummary:
     samples: int = 0
     missing: Dict[str, int] = field(default_factory=dict)  # samples without a value, by column
     excluded_from_pool: int = 0
+    # samples the column does not apply to (text-only samples: clip, image embedding); by column
+    not_applicable: Dict[str, int] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -111,8 +122,11 @@ def score(data: PathLike, work: PathLike, out: Optional[PathLike], names: List[s
             for embedder in embedders:
                 embeddings[embedder.kind] = embed_cached(store, embedder, pool.samples, hashes,
                                                          chunk_size, ranks)
-    summary = ScoreSummary(len(pool), {name: sum(v.problem is not None for v in values)
-                                       for name, values in columns.items()})
+    summary = ScoreSummary(len(pool), {name: sum(v.problem is not None and not v.not_applicable
+                                                 for v in values)
+                                       for name, values in columns.items()},
+                           not_applicable={name: sum(v.not_applicable for v in values)
+                                           for name, values in columns.items()})
     if not ranks.is_main:
         ranks.finish()
         return summary
@@ -120,13 +134,19 @@ def score(data: PathLike, work: PathLike, out: Optional[PathLike], names: List[s
         export(out, _rows(pool.samples, columns))
     _report_problems(pool.source, pool.samples, columns, embeddings)
     for kind, (_, problems) in embeddings.items():
-        summary.missing[f"{kind} embedding"] = sum(p is not None for p in problems)
+        summary.missing[f"{kind} embedding"] = sum(p is not None and not is_not_applicable(p)
+                                                   for p in problems)
+        summary.not_applicable[f"{kind} embedding"] = sum(map(is_not_applicable, problems))
     if pool_out is not None:
         summary.excluded_from_pool = write_pool(pool_out, pool.samples, hashes, columns,
                                                 embeddings, pool_names, settings, pca_from,
                                                 embedders, work, saved_pca)
+    not_applicable = {name: count for name, count in summary.not_applicable.items() if count}
     log(f"scored {len(pool)} samples" + (f" -> {out}" if out else "") + "; without a value: "
-        + ", ".join(f"{name} {count}" for name, count in summary.missing.items()))
+        + ", ".join(f"{name} {count}" for name, count in summary.missing.items())
+        + (f"; not applicable ({pool.text_only} text-only samples): " + ", ".join(
+            f"{name} {count}" for name, count in not_applicable.items())
+           if not_applicable else ""))
     ranks.finish()
     return summary
 
@@ -247,12 +267,15 @@ def export(out: PathLike, rows: List[Dict[str, Any]]) -> Path:
 
 
 def _report_problems(source: str, samples, columns, embeddings) -> None:
-    """Per-sample problem lines (the first few) and counts by reason."""
+    """Per-sample problem lines (the first few) and counts by reason; "not applicable" is no
+    problem (the summary line counts it)."""
     found = [(sample.id, name, value.problem) for name, values in columns.items()
-             for sample, value in zip(samples, values) if value.problem]
+             for sample, value in zip(samples, values)
+             if value.problem and not value.not_applicable]
     found += [(sample.id, f"{kind} embedding", problem)
               for kind, (_, problems) in embeddings.items()
-              for sample, problem in zip(samples, problems) if problem]
+              for sample, problem in zip(samples, problems)
+              if problem and not is_not_applicable(problem)]
     for sample_id, name, problem in found[:PROBLEM_LINES]:
         log(f"{source}: sample {sample_id!r}: {name}: {problem}")
     if len(found) > PROBLEM_LINES:
@@ -267,7 +290,11 @@ def write_pool(path: PathLike, samples, hashes, columns, embeddings, pool_names:
                settings: Dict[str, Any], pca_from: Optional[PathLike], embedders,
                work: Path, saved_pca: Optional[Tuple[Any, Any]] = None) -> int:
     """The selector's input file: PCA-reduced embeddings + indicators for every sample that has
-    all of them. Returns how many samples were left out (listed in WORK/pool_excluded.json)."""
+    all of them. Returns how many samples were left out (listed in WORK/pool_excluded.json).
+
+    "Not applicable" is not missing: a text-only sample stays in, with zero image features and,
+    for each indicator that needs an image, the mean of that indicator over the samples it
+    applies to (recorded in ``info["text_only"]``); the pool's ``has_image`` mask marks it."""
     from selector.scoring.embedders import Projection
     from selector.scoring.pool import FeaturePool
 
@@ -275,40 +302,65 @@ def write_pool(path: PathLike, samples, hashes, columns, embeddings, pool_names:
     text, text_problems = embeddings["text"]
     indicators = np.array([[columns[n][i].value if columns[n][i].value is not None else np.nan
                             for n in pool_names] for i in range(len(samples))], dtype=np.float64)
+    applies = np.array([[not columns[n][i].not_applicable for n in pool_names]
+                        for i in range(len(samples))], dtype=bool).reshape(indicators.shape)
     excluded = []
     for i, sample in enumerate(samples):
-        reasons = [f"{n}: {columns[n][i].problem}" for n in pool_names if columns[n][i].problem]
+        reasons = [f"{n}: {columns[n][i].problem}" for n in pool_names
+                   if columns[n][i].problem and not columns[n][i].not_applicable]
         reasons += [f"{kind} embedding: {problems[i]}" for kind, problems in
-                    (("image", image_problems), ("text", text_problems)) if problems[i]]
-        if reasons or not np.isfinite(indicators[i]).all():
+                    (("image", image_problems), ("text", text_problems))
+                    if problems[i] and not is_not_applicable(problems[i])]
+        if reasons or not np.isfinite(indicators[i][applies[i]]).all():
             excluded.append({"sample": sample.id, "reasons": reasons or ["non-finite value"]})
     left_out = {e["sample"] for e in excluded}
     keep = np.array([i for i, s in enumerate(samples) if s.id not in left_out], dtype=np.int64)
+    with_image = np.array([not is_not_applicable(image_problems[i]) for i in keep], dtype=bool)
+    filled = {}
+    for column, name in enumerate(pool_names):  # the not-applicable cells: the column's mean
+        rows = keep[~applies[keep, column]]
+        if len(rows):
+            known = indicators[keep[applies[keep, column]], column]
+            filled[name] = float(known.mean()) if len(known) else 0.0
+            indicators[rows, column] = filled[name]
     features = settings.get("features", {})
+    image_rows, text_rows = keep[with_image], keep  # the image PCA sees only real images
     if pca_from is not None:
         image_pca, text_pca = saved_pca if saved_pca is not None else _saved_pca(pca_from)
         fitted_on = f"reused from {pca_from}"
     else:
         n_components, seed = int(features.get("pca_components", 6)), int(features.get("pca_seed", 0))
-        kept = [hashes[i] for i in keep]
         image_pca = Projection.fit_cached(work, {"embedder": embedders[0].settings(),
-                                                 "samples": kept}, image[keep], n_components, seed)
+                                                 "samples": [hashes[i] for i in image_rows]},
+                                          image[image_rows], n_components, seed)
         text_pca = Projection.fit_cached(work, {"embedder": embedders[1].settings(),
-                                                "samples": kept}, text[keep], n_components, seed)
+                                                "samples": [hashes[i] for i in text_rows]},
+                                         text[text_rows], n_components, seed)
         fitted_on = f"fitted on these {len(keep)} samples"
+    image_features = np.zeros((len(keep), image_pca.components.shape[0]), dtype=np.float32)
+    if with_image.any():
+        image_features[with_image] = image_pca.transform(image[image_rows])
     info = {"pca": fitted_on, "image_embedder": embedders[0].settings(),
             "text_embedder": embedders[1].settings(),
             "indicator_settings": {n: settings.get("indicators", {}).get(n, {})
                                    for n in pool_names}}
-    pool = FeaturePool([samples[i].id for i in keep], image_pca.transform(image[keep]),
+    text_only = int((~with_image).sum())
+    if text_only:
+        info["text_only"] = {"samples": text_only, "image_features": "zero (the image PCA's mean; "
+                             "fitted on the samples with an image)",
+                             "not_applicable_filled_with_mean": filled}
+    pool = FeaturePool([samples[i].id for i in keep], image_features,
                        text_pca.transform(text[keep]), indicators[keep], pool_names,
-                       {**image_pca.tensors("pca.image"), **text_pca.tensors("pca.text")}, info)
+                       {**image_pca.tensors("pca.image"), **text_pca.tensors("pca.text")}, info,
+                       has_image=with_image if text_only else None)
     pool.save(path)
     if excluded:
         write_json(work / "pool_excluded.json", {"excluded": excluded})
         log(f"{len(excluded)} samples lack a value or an embedding and are not in the pool file "
             f"(list: {work / 'pool_excluded.json'})")
-    log(f"pool file -> {path} ({len(pool)} samples; PCA {fitted_on}; explained variance "
+    log(f"pool file -> {path} ({len(pool)} samples"
+        + (f", {text_only} of them text-only: zero image features" if text_only else "")
+        + f"; PCA {fitted_on}; explained variance "
         f"image {image_pca.explained_variance_ratio.sum():.2f}, "
         f"text {text_pca.explained_variance_ratio.sum():.2f})")
     return len(excluded)

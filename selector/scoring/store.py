@@ -5,13 +5,15 @@ gets its hash (its turns and its image file's bytes: an edited caption or image 
 that sample) and :func:`score_cached` computes, chunk by chunk, only the values an indicator is
 missing from the cache, committing each chunk in one transaction (a ``kill -9`` keeps every
 finished chunk; a rerun ends with the same table as an uninterrupted run). Failures
-(:class:`~selector.core.cache.Failure`) are returned for the run, never stored.
+(:class:`~selector.core.cache.Failure`) are returned for the run, never stored. An indicator that
+``needs_image`` is not run on a text-only sample: it gets a "not applicable" value
+(:func:`not_applicable`), stored like any value, so a rerun does not try it again.
 """
 from __future__ import annotations
 
 from typing import List, Optional, Sequence
 
-from selector.core.cache import Failure, IndicatorValue, Store, settings_hash
+from selector.core.cache import NOT_APPLICABLE, Failure, IndicatorValue, Store, settings_hash
 from selector.core.distributed import Ranks
 from selector.core.fingerprint import Fingerprint
 from selector.data.samples import Sample
@@ -21,11 +23,18 @@ from selector.scoring.indicators import Indicator
 def sample_hash(sample: Sample, image_bytes: bool = True) -> str:
     """Content hash of a sample: its turns and (by default) its image file's bytes."""
     digest = Fingerprint().update([[t.role, t.text] for t in sample.turns])
-    if image_bytes and sample.image.is_file():
+    if sample.image is None:  # text-only: no file, and no image reference to stand for one
+        digest.update({"image": None})
+    elif image_bytes and sample.image.is_file():
         digest.update_file(sample.image)
     else:
         digest.update_text(str(sample.image_ref))
     return digest.hexdigest(32)
+
+
+def not_applicable(sample: Sample) -> IndicatorValue:
+    """The value an image-only indicator gets for a text-only sample (not a problem of it)."""
+    return IndicatorValue(sample.id, None, f"{NOT_APPLICABLE}text-only sample (no image)")
 
 
 def score_cached(store: Store, indicator: Indicator, samples: Sequence[Sample],
@@ -46,6 +55,14 @@ def score_cached(store: Store, indicator: Indicator, samples: Sequence[Sample],
     indicator.attach_store(store)
     cached = ranks.read_together(lambda: store.get(indicator.name, key, hashes))
     todo = ranks.mine([i for i, digest in enumerate(hashes) if digest not in cached])
+    if getattr(indicator, "needs_image", False):  # settled here: no model loads for them
+        skipped = [i for i in todo if not samples[i].has_image]
+        if skipped:
+            values = [not_applicable(samples[i]) for i in skipped]
+            store.put(indicator.name, key, settings, [(hashes[i], v) for i, v in
+                                                      zip(skipped, values)])
+            cached.update((hashes[i], v) for i, v in zip(skipped, values))
+            todo = [i for i in todo if samples[i].has_image]
     chunk_size = indicator.chunk_size or chunk_size
     for start in range(0, len(todo), chunk_size):
         rows = todo[start:start + chunk_size]

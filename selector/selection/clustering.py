@@ -169,10 +169,25 @@ def _setting(settings: Mapping[str, Any], key: str, default: Any) -> Any:
     return default if value is None else value
 
 
-def diversity_clusters(embeddings: np.ndarray, settings: Mapping[str, Any]) -> DiversityClustering:
+def diversity_clusters(embeddings: np.ndarray, settings: Mapping[str, Any],
+                       has_image: Optional[np.ndarray] = None) -> DiversityClustering:
     """Diversity clusters from the ``selection`` settings: ``n_clusters``, ``n_neighbors``,
     ``cluster_seed``, ``clustering`` (auto | exact | scalable), ``exact_max_samples``,
-    ``micro_clusters``, ``graph_samples`` (absent keys take the defaults above)."""
+    ``micro_clusters``, ``graph_samples`` (absent keys take the defaults above).
+
+    ``has_image`` (the pool's mask, :attr:`~selector.scoring.pool.FeaturePool.has_image`): the
+    text-only rows have no image features to cluster (theirs are zero), so they form one cluster
+    of their own, labelled after the image clusters (``info["text_only_cluster"]``), and only the
+    rows with an image are clustered. None or all True: exactly the clustering without it."""
+    if has_image is not None and not np.asarray(has_image, bool).all():
+        mask = np.asarray(has_image, dtype=bool)
+        found = diversity_clusters(np.asarray(embeddings)[mask], settings) if mask.any() \
+            else DiversityClustering(np.zeros(0, np.int64), "none", {})
+        own = int(found.labels.max()) + 1 if len(found.labels) else 0
+        labels = np.full(len(mask), own, dtype=np.int64)
+        labels[mask] = found.labels
+        return DiversityClustering(labels, found.method, {**found.info, "text_only_cluster": own,
+                                                          "text_only": int((~mask).sum())})
     n = len(embeddings)
     common = {"n_clusters": int(settings.get("n_clusters", 10)),
               "n_neighbors": int(settings.get("n_neighbors", 10)),

@@ -15,8 +15,8 @@ def _image_mode(args: argparse.Namespace) -> str:
 
 
 def select(args: argparse.Namespace) -> int:
-    """``igpt4 select``: score a pool with a trained selector (or a baseline) and keep a diverse
-    high-quality subset."""
+    """``igpt4 select``: score a pool with a selection method (the trained selector by default, a
+    baseline, or ``--method``) and keep the budget."""
     from selector.core.provenance import log
     from selector.core.settings import settings_from_layers, user_layers
     from selector.model.fit import model_keys_set
@@ -27,7 +27,9 @@ def select(args: argparse.Namespace) -> int:
     selected = work.select(args.out, settings_from_layers("selector/default.yaml", layers),
                            args.pool, args.checkpoint, args.clusters, args.baseline, args.data,
                            args.captions, _image_mode(args), args.skip_invalid,
-                           model_keys_set(layers))
+                           model_keys_set(layers), method=args.method, seed=args.seed,
+                           subsets_path=args.subsets, labels_path=args.labels, work=args.work,
+                           diversity=args.diversity)
     log(f"selected {len(selected)} samples -> {args.out}")
     return 0
 

@@ -142,6 +142,9 @@ def selection_key(settings: Dict[str, Any], mode: str, annotations: Path, checkp
     (every file of a folder) and clusters file by name and bytes, and the pool by its content
     digest -- not its bytes: safetensors writes its metadata keys in a different order in every
     process, so an unchanged rewritten pool file would otherwise look new."""
+    # the ``methods`` section (igpt4 select --method) plays no part in a run's selection; left
+    # out so that keys made before it existed stay valid
+    settings = {key: value for key, value in settings.items() if key != "methods"}
     digest = Fingerprint().update({"settings": settings, "mode": mode,
                                    "clusters": bool(clusters)})
     digest.update_files([annotations, checkpoint] + ([Path(clusters)] if clusters else []))

@@ -1,5 +1,10 @@
 """Writing a selection: ``OUT/filter_cap.json`` (+ images), ``selected.txt`` and ``manifest.json``,
-swapped in as a whole, and the rule for reusing an ``--out``."""
+swapped in as a whole, and the rule for reusing an ``--out``.
+
+From a LLaVA-style conversation JSON (``data_dir`` a file) the selection is
+``OUT/conversations.json`` in the same format (text-only samples kept, without an ``image`` key)
+with the images under ``OUT/image/`` and each ``image`` reference prefixed ``image/``, so the
+folder is self-contained: read it with its own folder as the image root."""
 from __future__ import annotations
 
 import os
@@ -14,10 +19,12 @@ from selector.core.atomic import publish_folder, write_text
 from selector.core.errors import InputError
 from selector.core.jsonio import PathLike, write_json
 from selector.core.provenance import log, package_versions
+from selector.data.samples import CONVERSATIONS
 
 
 #: what ``igpt4 select`` writes into its --out (and ``igpt4 report`` beside it, by default)
-SELECTION_FILES = ("filter_cap.json", "image", "selected.txt", "skipped.json", "manifest.json")
+SELECTION_FILES = ("filter_cap.json", "conversations.json", "image", "selected.txt",
+                   "skipped.json", "manifest.json")
 
 
 _REPORT_FILE = re.compile(r".+\.html?|.+_data\.json|"
@@ -74,9 +81,12 @@ def write_selection(out: PathLike, ids: List[str], scores: np.ndarray, selected:
                     settings: Dict[str, Any], cluster_of: Optional[Dict[str, str]] = None,
                     captions: Optional[Dict[str, str]] = None, data_dir: Optional[PathLike] = None,
                     image_mode: str = "link", skip_invalid: bool = False,
-                    details: Optional[Dict[str, Any]] = None) -> Path:
-    """``OUT/filter_cap.json`` (+ ``OUT/image/`` when the data folder is given) and
-    ``OUT/manifest.json`` with every sample's score, cluster and whether it was selected.
+                    details: Optional[Dict[str, Any]] = None,
+                    image_root: Optional[PathLike] = None) -> Path:
+    """``OUT/filter_cap.json`` (+ ``OUT/image/`` when the data folder is given; from a
+    conversation JSON ``data_dir``, with ``image_root`` its images' folder:
+    ``OUT/conversations.json``) and ``OUT/manifest.json`` with every sample's score, cluster and
+    whether it was selected.
 
     The selection is written into a temporary folder beside ``out`` and swapped in when complete:
     ``out`` then holds exactly this selection (no file of a previous one, see
@@ -87,7 +97,11 @@ def write_selection(out: PathLike, ids: List[str], scores: np.ndarray, selected:
     from selector.core.overlap import refuse_overlap
 
     out = Path(out)
-    refuse_overlap({"--out": out}, {"--data": data_dir})  # also when called as a library
+    images = image_root  # a conversation JSON's images (by default beside it) are input too
+    if images is None and data_dir is not None and Path(data_dir).is_file() \
+            and Path(data_dir).name != "filter_cap.json":
+        images = Path(data_dir).parent
+    refuse_overlap({"--out": out}, {"--data": data_dir, "--image-root": images})  # as a library too
     check_reusable_out(out)
     staging = out.with_name(f".{out.name}.{os.getpid()}.new")
     try:
@@ -98,7 +112,7 @@ def write_selection(out: PathLike, ids: List[str], scores: np.ndarray, selected:
         raise os_error_line(out, exc) from None
     try:
         _write_selection_files(staging, out, ids, scores, selected, settings, cluster_of,
-                               captions, data_dir, image_mode, skip_invalid, details)
+                               captions, data_dir, image_mode, skip_invalid, details, image_root)
         publish_folder(staging, out)
     except InputError as exc:  # name the folder the user gave, not the hidden staging one
         raise InputError(str(exc).replace(str(staging), str(out))) from None
@@ -112,15 +126,20 @@ def _write_selection_files(out: Path, final: Path, ids: List[str], scores: np.nd
                            cluster_of: Optional[Dict[str, str]],
                            captions: Optional[Dict[str, str]], data_dir: Optional[PathLike],
                            image_mode: str, skip_invalid: bool,
-                           details: Optional[Dict[str, Any]]) -> None:
+                           details: Optional[Dict[str, Any]],
+                           image_root: Optional[PathLike] = None) -> None:
     """The files of :func:`write_selection`, into ``out`` (the staging folder; ``final`` is where
     they will be, named in messages)."""
-    from selector.data.samples import read_cc_sbu_align, write_cc_sbu_align
+    from selector.data.samples import read_cc_sbu_align, read_conversations, write_cc_sbu_align
 
     if data_dir is not None:
-        pool = read_cc_sbu_align(data_dir, skip_invalid=skip_invalid)
+        conversations = Path(data_dir).is_file() and Path(data_dir).name != "filter_cap.json"
+        pool = read_conversations(data_dir, image_root, skip_invalid) if conversations \
+            else read_cc_sbu_align(data_dir, skip_invalid=skip_invalid)
         replaced = os.path.realpath(final)  # the previous selection there goes when this is done
         for sample in pool.samples:
+            if sample.image is None:  # text-only: nothing to place
+                continue
             image = os.path.realpath(sample.image)
             if os.path.commonpath([replaced, image]) == replaced:
                 raise InputError(f"{final / 'image' / Path(image).name}: is the source image "
@@ -135,7 +154,10 @@ def _write_selection_files(out: Path, final: Path, ids: List[str], scores: np.nd
         if missing:
             raise InputError(f"{pool.source}: selected sample {missing[0]!r} is not in the data "
                              f"({len(missing)} missing)")
-        write_cc_sbu_align(pool.subset(selected).samples, out, image_mode)
+        if pool.kind == CONVERSATIONS:
+            _write_conversation_selection(pool.subset(selected).samples, out, image_mode)
+        else:
+            write_cc_sbu_align(pool.subset(selected).samples, out, image_mode)
     elif captions is not None:
         missing = [i for i in selected if i not in captions]
         if missing:
@@ -162,3 +184,17 @@ def _write_selection_files(out: Path, final: Path, ids: List[str], scores: np.nd
                      "selected": sample_id in chosen}
                     for sample_id, score in zip(ids, scores)],
     })
+
+
+def _write_conversation_selection(samples, out: Path, image_mode: str) -> None:
+    """``out/conversations.json`` (LLaVA format, text-only samples as they came) and the images
+    under ``out/image/<reference>``, each ``image`` then read as ``image/<reference>``."""
+    from dataclasses import replace
+
+    from selector.data.samples import write_conversations
+
+    moved = [replace(s, image_ref=f"image/{s.image_ref}") if s.has_image else s for s in samples]
+    write_conversations(moved, out / "conversations.json", image_dir=out, image_mode=image_mode)
+    text_only = sum(not s.has_image for s in samples)
+    if text_only:
+        log(f"selection keeps {text_only} text-only samples (no image) in conversations.json")

@@ -7,12 +7,11 @@ corrupt image, an empty answer, a NaN output). A bad sample never stops the othe
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from selector.core.cache import IndicatorValue
-from selector.core.errors import InputError
+from selector.core.registry import Registry
 from selector.data.samples import Sample
 
 
@@ -49,25 +48,15 @@ class Indicator:
 
 
 INDICATOR_MODULES = ("clip", "reward", "length", "gpt")
-_REGISTRY: Dict[str, Callable[..., Indicator]] = {}
-
-
-def register(name: str) -> Callable[[type], type]:
-    def decorate(cls: type) -> type:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-    return decorate
+#: indicators living in a module of another name: name -> module
+SHARED_MODULES = {"perplexity": "lm", "ifd": "lm"}
+#: every indicator by name; its module is imported only when it is asked for
+REGISTRY = Registry("indicator", {**{name: f"{__name__}.{name}" for name in INDICATOR_MODULES},
+                                  **{name: f"{__name__}.{module}"
+                                     for name, module in SHARED_MODULES.items()}})
+register = REGISTRY.register
 
 
 def create(name: str, **settings: Any) -> Indicator:
     """An indicator by its registry name (``clip``, ``length``, ...) with its settings."""
-    if name in INDICATOR_MODULES:  # each lives in the module of its name; import only that one
-        importlib.import_module(f"{__name__}.{name}")
-    if name not in _REGISTRY:
-        known = sorted(set(INDICATOR_MODULES) | set(_REGISTRY))
-        raise InputError(f"unknown indicator {name!r} (known: {', '.join(known)})")
-    try:
-        return _REGISTRY[name](**settings)
-    except TypeError as exc:
-        raise InputError(f"indicator {name!r}: {exc}") from None
+    return REGISTRY.create(name, **settings)

@@ -9,6 +9,9 @@ Default model: ``ViT-bigG-14`` with the ``laion2b_s39b_b160k`` weights, as the p
 model name with a pretrained tag or a local checkpoint path works; ``model_config`` registers a
 custom architecture JSON (tests use a tiny random-initialised one). Images are decoded by
 DataLoader workers and scored in batches; fp16/bf16 on CUDA, fp32 on CPU.
+
+A text-only sample has no image to compare with: its value is "not applicable" (``needs_image``;
+:func:`selector.scoring.store.score_cached` settles those without calling :meth:`score`).
 """
 from __future__ import annotations
 
@@ -246,6 +249,8 @@ def _encode_text_module() -> type:
 
 @register("clip")
 class ClipScore(Indicator):
+    needs_image = True  # text-only samples: not applicable (never loaded, never an error)
+
     def __init__(self, model: str = "ViT-bigG-14", pretrained: Optional[str] = "laion2b_s39b_b160k",
                  model_config: Optional[str] = None, batch_size: int = 32, num_workers: int = 2,
                  device: Optional[str] = None, precision: Optional[str] = None,
@@ -276,10 +281,18 @@ class ClipScore(Indicator):
         return self._loaded
 
     def score(self, samples: Sequence[Sample]) -> List[IndicatorValue]:
-        model, preprocess, tokenizer = self.load()
-        device = next(model.parameters()).device
-        return self._score_batches(samples, model, tokenizer, device,
-                                   self._images(preprocess).batches(samples))
+        from selector.scoring.store import not_applicable
+
+        with_image = [i for i, sample in enumerate(samples) if sample.has_image]
+        results = [not_applicable(sample) for sample in samples]
+        if with_image:
+            model, preprocess, tokenizer = self.load()
+            device = next(model.parameters()).device
+            chosen = [samples[i] for i in with_image]
+            for i, value in zip(with_image, self._score_batches(
+                    chosen, model, tokenizer, device, self._images(preprocess).batches(chosen))):
+                results[i] = value
+        return results
 
     def _images(self, preprocess) -> ImageLoader:
         """The run's one :class:`ImageLoader` (a new one only when its settings change)."""

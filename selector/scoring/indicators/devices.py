@@ -40,3 +40,26 @@ def load_failure(what: str, name: Any, exc: BaseException) -> Exception:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return InputError(f"cannot load the {what} {name!r}: {reason} (give a local path, or a name "
                       "in the local cache when the hub is unreachable)")
+
+
+def load_pretrained(auto_class: str, what: str, source: str, device: str,
+                    precision: Optional[str] = None, shown: Optional[str] = None) -> Any:
+    """(model in eval mode on ``device``, tokenizer) of a HF model folder or hub id, the one way
+    the model-based indicators and embedders load one: the torchvision shim first, weights only
+    (a ``pytorch_model.bin`` never runs code), and a failure as one line naming ``what`` and the
+    model (``shown``, when the source is a converted copy of what the user named).
+    ``auto_class``: the transformers class, e.g. ``AutoModelForSequenceClassification``."""
+    from selector.core.compat import ensure_torchvision_importable
+    from selector.core.safeload import weights_only_loads
+
+    ensure_torchvision_importable()
+    import transformers
+
+    try:
+        with weights_only_loads():
+            model = getattr(transformers, auto_class).from_pretrained(
+                source, torch_dtype=torch_dtype(device, precision))
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, KeyError) as exc:
+        raise load_failure(what, shown or source, exc) from None
+    return model.to(device).eval(), tokenizer

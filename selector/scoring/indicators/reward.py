@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from selector.data.samples import Sample
 from selector.core.cache import IndicatorValue
 from selector.scoring.indicators import Indicator, register
-from selector.scoring.indicators.devices import load_failure, resolve_device, torch_dtype
+from selector.scoring.indicators.devices import load_pretrained, resolve_device
 
 
 @register("reward")
@@ -37,22 +37,9 @@ class RewardScore(Indicator):
     def load(self) -> Tuple[Any, Any]:
         """(model, tokenizer), created once."""
         if self._loaded is None:
-            from selector.core.compat import ensure_torchvision_importable
-
-            ensure_torchvision_importable()
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-            from selector.core.safeload import weights_only_loads
-
-            device = resolve_device(self.device)
-            try:
-                with weights_only_loads():  # a pytorch_model.bin never runs code
-                    model = AutoModelForSequenceClassification.from_pretrained(
-                        self.model_name, torch_dtype=torch_dtype(device, self.precision))
-                tokenizer = AutoTokenizer.from_pretrained(self.model_name)
-            except (OSError, ValueError) as exc:
-                raise load_failure("reward model", self.model_name, exc) from None
-            self._loaded = (model.to(device).eval(), tokenizer)
+            self._loaded = load_pretrained("AutoModelForSequenceClassification", "reward model",
+                                           self.model_name, resolve_device(self.device),
+                                           self.precision)
         return self._loaded
 
     def score(self, samples: Sequence[Sample]) -> List[IndicatorValue]:

@@ -45,6 +45,7 @@ OWNERS = {
     "select": "selector.selection", "reference-select": "selector.selection",
     "report": "selector.report",
     "run": "selector.app", "configs": "selector.app", "demo": "selector.app",
+    "study": "selector.app", "study collect": "selector.app",
     "eval": "eval_arena", "eval rerun": "eval_arena", "eval judge": "eval_arena",
 }
 
@@ -141,7 +142,9 @@ def test_train_then_select_on_our_files(tmp_path):
     assert "selector (LOSO)" in result.stderr and "mean clip" in result.stderr
     report = json.loads((ckpt / "training_report.json").read_text())
     assert report["subsets"] == 12 and report["training"]["epochs"] == 60
-    assert len(report["cross_validation"]["rows"]) == 6
+    rows = [row["model"] for row in report["cross_validation"]["rows"]]
+    assert len(rows) == 8 and "linear (ridge, LOSO)" in rows and "cluster-random (mix)" in rows
+    assert "advice" in report["cross_validation"]  # which --method to prefer, or None
     meta = json.loads((ckpt / "selector.json").read_text())
     assert meta["config"]["context_size"] == 25  # the trained subset size
 

@@ -15,7 +15,8 @@ import pytest
 from conftest import (assert_one_line_error, make_cc_sbu_align, make_conversations, run_cli,
                       write_image)
 from selector.app.cli import main
-from selector.data.samples import check_sample_ids, image_problem, read_cc_sbu_align, read_conversations
+from selector.data.images import image_problem
+from selector.data.samples import check_sample_ids, read_cc_sbu_align, read_conversations
 from selector.core.errors import InputError
 from selector.core.jsonio import decode_text, read_json, text_encoding
 

@@ -242,14 +242,15 @@ def test_table_and_dict():
     assert len(lines) == 3 and cv.selector is cv.rows[0]
     assert cv.to_dict() == {"method": "leave-one-subset-out", "rows": cv.rows,
                             "predictions": {"a": 1.0}, "labels": {"a": 2.0, "b": 3.0},
-                            "warning": None}
+                            "warning": None, "advice": None}
 
 
 def test_cross_validation_rows_and_predictions():
     data = _data(4)
     cv = cross_validate(data, tiny(epochs=2), progress=False)
     assert [r["model"] for r in cv.rows] == ["selector (LOSO)", "mean clip", "mean reward",
-                                             "linear on means (LOSO)"]
+                                             "linear on means (LOSO)", "linear (ridge, LOSO)",
+                                             "cluster-random (mix)"]
     assert list(cv.predictions) == data.names and cv.labels == dict(zip(data.names,
                                                                        data.labels.tolist()))
     alone = tiny(epochs=2).fit(data.take([1, 2, 3]))

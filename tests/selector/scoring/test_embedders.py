@@ -93,7 +93,7 @@ def test_the_text_kind_setting_names_the_text_embedder():
 
 
 def test_a_registered_embedder_is_created_by_its_name(monkeypatch):
-    monkeypatch.setattr(embedders, "_REGISTRY", dict(embedders._REGISTRY))  # leave no trace
+    monkeypatch.setattr(embedders.REGISTRY, "_classes", dict(embedders.REGISTRY._classes))  # leave no trace
 
     @register("constant")
     class Constant(Embedder):
