@@ -23,8 +23,9 @@ otherwise the script prints what it would need.
         [--ari-sizes 3439,20000,50000] [--exact-timeout 60] [--work /tmp/igpt4-selection-scale]
         [--method-sizes 1000000] [--methods-only]
 
-The model-free selection methods (random, cluster-random, top, bottom, threshold, length) are
-timed end to end at ``--method-sizes`` (target: each < 60 s at 1M samples on 2 cores).
+The model-free selection methods (random, cluster-random, top, bottom, threshold, length,
+semdedup) are timed end to end at ``--method-sizes`` (target: each < 60 s at 1M samples on 2
+cores).
 """
 from __future__ import annotations
 
@@ -233,7 +234,7 @@ def child_ari(args: Dict[str, Any]) -> Dict[str, Any]:
 
 #: the selection methods that need no model (issue 14), timed at 1M samples
 MODEL_FREE = ("random", "cluster-random", "top:clip", "bottom:clip", "threshold:clip=30",
-              "length")
+              "length", "semdedup")
 
 
 def make_captions(folder: Path, n: int, seed: int = 0) -> Path:

@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, help="samples to keep (default: selection.num_samples)")
     p.add_argument("--out", required=True)
     _add_data_out(p)
+    p.add_argument("--image-root", help="images of a conversation JSON given as --data (default: "
+                   "beside it); OUT then holds conversations.json + image/")
     _add_settings(p)
     _add_encoding(p)
 
@@ -191,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "config, and a resumable launcher; then: igpt4 study collect DIR")
     p.set_defaults(run=app_commands.study)
     p.add_argument("--pool", help="pool file (features + indicators)")
-    p.add_argument("--data", metavar="CC_SBU_ALIGN_DIR", help="the pool's cc_sbu_align folder")
+    p.add_argument("--data", metavar="DATA", help="the pool's cc_sbu_align folder or conversation "
+                   "JSON (its selections: conversations.json + image/, llava_conversations)")
+    p.add_argument("--image-root", help="images of a conversation JSON (default: its folder)")
     p.add_argument("--methods", metavar="SPEC,...", help="comma-separated methods of igpt4 select "
                    "--method, e.g. selector,random,cluster-random,top:clip,ifd")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 of the methods that draw "

@@ -20,7 +20,8 @@ PATHS: Dict[str, Tuple[Dict[str, str], Dict[str, str]]] = {
                                           CONFIG: "config"}),
     "select": ({"--out": "out", "--work": "work"},
                {"--pool": "pool", "--checkpoint": "checkpoint", "--clusters": "clusters",
-                "--data": "data", "--captions": "captions", "--subsets": "subsets",
+                "--data": "data", "--image-root": "image_root", "--captions": "captions",
+                "--subsets": "subsets",
                 "--labels": "labels", CONFIG: "config"}),
     "score": ({"--out": "out", "--pool-out": "pool_out", "--work": "work"},
               {"--data": "data", "--image-root": "image_root", "--pca-from": "pca_from",
@@ -32,7 +33,8 @@ PATHS: Dict[str, Tuple[Dict[str, str], Dict[str, str]]] = {
     "labels": ({"--out": "out"}, {"PATH": "paths"}),
     # igpt4 study (igpt4 study collect checks its own: its results go inside the study folder)
     "study": ({"--out": "out", "--work": "work"},
-              {"--pool": "pool", "--data": "data", "--checkpoint": "checkpoint",
+              {"--pool": "pool", "--data": "data", "--image-root": "image_root",
+               "--checkpoint": "checkpoint",
                "--subsets": "subsets", "--labels": "labels", "--template": "template",
                CONFIG: "config"}),
 }

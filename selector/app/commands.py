@@ -57,7 +57,8 @@ def study(args: argparse.Namespace) -> int:
         raise InputError(f"study needs {', '.join(needed)} (or: igpt4 study collect DIR)")
     write_study(args.out, args.pool, args.data, args.methods, args.seeds, args.num,
                 args.checkpoint, args.subsets, args.labels, args.work, args.template,
-                args.datasets, args.slurm, args.full, args.config, args.overrides, args.force)
+                args.datasets, args.slurm, args.full, args.config, args.overrides, args.force,
+                args.image_root)
     return 0
 
 

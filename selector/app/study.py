@@ -31,13 +31,14 @@ run trains as long per sample as a 200-sample one, as the shipped templates do.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from selector.core.errors import InputError
 from selector.core.fingerprint import Fingerprint, canonical_json, file_sha256, fingerprint
@@ -67,6 +68,10 @@ class StudyRun:
         return self.folder / "selection"
 
 
+#: seeds per seeded method: each is a fine-tune and an evaluation (a typo of 100000000 would start
+#: writing a hundred million runs)
+MAX_SEEDS = 1000
+
 def method_folder(spec: str) -> str:
     """A spec as a folder name: ``top:clip`` -> ``top_clip``, ``threshold:clip=30`` ->
     ``threshold_clip_30``."""
@@ -94,7 +99,7 @@ def parse_methods(text: str) -> List[str]:
 
 
 def parse_datasets(text: Optional[str]) -> List[str]:
-    names = [d.strip().lower() for d in (text.split(",") if text else ARENA_DATASETS)
+    names = [d.strip().lower() for d in (text.split(",") if text is not None else ARENA_DATASETS)
              if d.strip()]
     if not names:
         raise InputError("--datasets: no dataset given")
@@ -120,12 +125,32 @@ def _file_digest(path: Optional[PathLike], flag: str) -> Optional[str]:
 
 
 def _check_data(data: Path) -> Path:
-    if data.is_file() or data.suffix.lower() == ".json":
-        raise InputError(f"{data}: igpt4 study writes cc_sbu_align selections; --data must be a "
-                         "cc_sbu_align folder (filter_cap.json + image/), not conversation JSON")
+    """A cc_sbu_align folder, or a LLaVA-style conversation JSON (its selections are
+    ``conversations.json`` + ``image/``, trained with the ``llava_conversations`` builder)."""
+    if data.is_file():
+        return data
+    if data.suffix.lower() == ".json":
+        raise InputError(f"{data}: --data not found (a cc_sbu_align folder or conversation JSON)")
     if not (data / "filter_cap.json").is_file():
-        raise InputError(f"{data}: --data is not a cc_sbu_align folder (no filter_cap.json)")
+        raise InputError(f"{data}: --data is not a cc_sbu_align folder (no filter_cap.json) nor "
+                         "a conversation JSON")
     return data
+
+
+def _is_conversations(data: Path) -> bool:
+    return data.is_file()
+
+
+def _point_at_conversations(config: Any, storage: Path, image_root: Path) -> None:
+    """The template's dataset as ``llava_conversations`` over ``storage`` (as the pipeline's
+    train_config stage does for a conversation pool): every conversation of it, no selector."""
+    from omegaconf import OmegaConf
+
+    datasets = config.datasets
+    dataset = datasets.pop(next(iter(datasets)))
+    dataset.build_info = {"storage": str(storage), "image_root": str(image_root)}
+    datasets["llava_conversations"] = dataset
+    OmegaConf.set_struct(config, False)
 
 
 def _refuse_changed(previous: Dict[str, Any], arguments: Dict[str, Any], path: Path) -> None:
@@ -163,6 +188,19 @@ def _current(run: StudyRun, key: str) -> bool:
     return isinstance(document, dict) and document.get("fingerprint") == key and selected
 
 
+def _refuse_stale(run: StudyRun) -> None:
+    """A run whose selection would change after it was fine-tuned or evaluated: refused."""
+    stale = _has_results(run)
+    if stale is not None and run.method == FULL:
+        raise InputError(f"{stale}: the full-data run was already fine-tuned or evaluated on "
+                         f"other data; remove {run.folder / 'output'} and "
+                         f"{run.folder / 'answers'} to redo it")
+    if stale is not None:
+        raise InputError(f"{stale}: run {run.name} was already fine-tuned or evaluated on its "
+                         f"previous selection; remove {run.folder / 'output'} and "
+                         f"{run.folder / 'answers'} to redo it")
+
+
 def _schedule(config: Any, samples: int) -> None:
     """One epoch = one pass over the run's data (on one GPU), warm-up = the first epoch."""
     from omegaconf import OmegaConf
@@ -177,7 +215,9 @@ def _schedule(config: Any, samples: int) -> None:
         OmegaConf.update(config, "run.warmup_steps", iterations, merge=True)
 
 
-def _write_config(base: Any, run: StudyRun, data: Path, samples: int) -> None:
+def _write_config(base: Any, run: StudyRun, data: Path, samples: int,
+                  conversations: Optional[Tuple[Path, Path]] = None) -> None:
+    """``conversations``: (conversation JSON, its image folder) when the run trains on one."""
     from omegaconf import OmegaConf
 
     from selector.core.atomic import atomic_open
@@ -186,6 +226,8 @@ def _write_config(base: Any, run: StudyRun, data: Path, samples: int) -> None:
     job = SubsetJob(run.name, run.folder, samples, data_dir=data)
     config = subset_config(base, job)
     _schedule(config, samples)
+    if conversations is not None:
+        _point_at_conversations(config, *conversations)
     job.output.mkdir(parents=True, exist_ok=True)
     with atomic_open(job.config) as handle:
         OmegaConf.save(config, handle)
@@ -204,10 +246,10 @@ def write_study(out: PathLike, pool_path: PathLike, data: PathLike, methods: str
                 work: Optional[PathLike] = None, template: Optional[PathLike] = None,
                 datasets: Optional[str] = None, slurm: bool = False, full: bool = True,
                 config: Optional[str] = None, overrides: Sequence[str] = (),
-                force: bool = False) -> Dict[str, Any]:
-    """Write (or bring up to date) the study in ``out``; returns the study document."""
+                force: bool = False, image_root: Optional[PathLike] = None) -> Dict[str, Any]:
+    """Write (or bring up to date) the study in ``out``; returns the study document.
+    ``data`` a conversation JSON: ``image_root`` its images (default: its folder)."""
     from selector.core.provenance import package_versions
-    from selector.core.schema import SEED_LIMIT
     from selector.core.settings import settings_from_layers, user_layers
     from selector.labels.jobs import load_template, resolve_template
     from selector.model.fit import model_keys_set
@@ -218,9 +260,12 @@ def write_study(out: PathLike, pool_path: PathLike, data: PathLike, methods: str
     out = Path(os.path.abspath(out))
     specs = parse_methods(methods)
     names = parse_datasets(datasets)
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= SEED_LIMIT:
-        raise InputError(f"--seeds must be a whole number >= 1 (seeds 0..N-1), not {seeds!r}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise InputError(f"--seeds must be a whole number from 1 to {MAX_SEEDS} (seeds 0..N-1), "
+                         f"not {seeds!r}")
     data = _check_data(Path(os.path.abspath(data)))
+    conversations = _is_conversations(data)
+    images = Path(os.path.abspath(image_root)) if image_root else data.parent
     template_path = resolve_template(template).resolve()
     base = load_template(template_path)  # a bad template fails now, before any selection
     extra = [f"selection.num_samples={num}"] if num is not None else []
@@ -232,9 +277,11 @@ def write_study(out: PathLike, pool_path: PathLike, data: PathLike, methods: str
         raise InputError("--methods selector needs --checkpoint (the trained selector)")
     pool = FeaturePool.load(pool_path)
     inputs = {"--pool": _abs(pool_path), "--data": str(data), "--checkpoint": _abs(checkpoint),
+              "--image-root": str(images) if conversations else None,
               "--subsets": _abs(subsets), "--labels": _abs(labels), "--work": _abs(work),
               "--template": str(template_path)}
-    digests = {"pool": pool.content_digest(), "data": file_sha256(data / "filter_cap.json")[:20],
+    digests = {"pool": pool.content_digest(),
+               "data": file_sha256(data if conversations else data / "filter_cap.json")[:20],
                "checkpoint": _file_digest(checkpoint, "--checkpoint"),
                "subsets": _file_digest(subsets, "--subsets"),
                "labels": _file_digest(labels, "--labels"),
@@ -263,8 +310,34 @@ def write_study(out: PathLike, pool_path: PathLike, data: PathLike, methods: str
     if any(m.name in NEEDS_DATA for m in created.values()):
         from selector.data.samples import read_pool
 
-        samples = read_pool(data, check_images=False)
+        samples = read_pool(data, images if conversations else None, check_images=False)
     model_keys = model_keys_set(layers)
+
+    def run_of(spec: str, seed: Optional[int]) -> Tuple[StudyRun, str]:
+        folder = method_folder(spec)
+        run = StudyRun(f"{folder}/{NO_SEED if seed is None else seed}", spec, seed,
+                       out / folder / (NO_SEED if seed is None else str(seed)), budget)
+        return run, fingerprint({"version": STUDY_VERSION, "method": spec, "seed": seed,
+                                 "settings": settings, "pool": digests["pool"],
+                                 "data": digests["data"], "template": digests["template"],
+                                 "subsets": digests["subsets"], "labels": digests["labels"],
+                                 "checkpoint": digests["checkpoint"]
+                                 if created[spec].name == "selector" else None}, length=20)
+
+    def full_of() -> Tuple[StudyRun, str]:
+        size = _count_samples(data, images if conversations else None)
+        return StudyRun(FULL, FULL, None, out / FULL, size), fingerprint(
+            {"version": STUDY_VERSION, "method": FULL, "data": digests["data"],
+             "template": digests["template"], "samples": size}, length=20)
+
+    full_run = full_of() if full else None
+    if previous is not None:  # refused before anything is written: the study stays as it was
+        for run, key in itertools.chain(
+                (run_of(spec, seed) for spec in specs
+                 for seed in (range(seeds) if created[spec].uses_seed else [None])),
+                [full_run] if full_run is not None else []):
+            if not _current(run, key):
+                _refuse_stale(run)
     if previous is None or canonical_json(previous.get("arguments")) != canonical_json(arguments):
         # first the arguments, so that a study killed halfway resumes only with the same ones
         write_json(study_path, {"command": "study", "version": STUDY_VERSION, "complete": False,
@@ -273,34 +346,24 @@ def write_study(out: PathLike, pool_path: PathLike, data: PathLike, methods: str
     written = skipped = 0
     for spec in specs:
         method = created[spec]
-        folder = method_folder(spec)
         grid = list(range(seeds)) if method.uses_seed else [None]
         for seed in grid:
-            run = StudyRun(f"{folder}/{NO_SEED if seed is None else seed}", spec, seed,
-                           out / folder / (NO_SEED if seed is None else str(seed)), budget)
-            key = fingerprint({"version": STUDY_VERSION, "method": spec, "seed": seed,
-                               "settings": settings, "pool": digests["pool"],
-                               "data": digests["data"], "template": digests["template"],
-                               "subsets": digests["subsets"], "labels": digests["labels"],
-                               "checkpoint": digests["checkpoint"]
-                               if method.name == "selector" else None}, length=20)
+            run, key = run_of(spec, seed)
             if _current(run, key):
                 skipped += 1
             else:
-                stale = _has_results(run)
-                if stale is not None:
-                    raise InputError(f"{stale}: run {run.name} was already fine-tuned or "
-                                     "evaluated on its previous selection; remove "
-                                     f"{run.folder / 'output'} and {run.folder / 'answers'} "
-                                     "to redo it")
+                _refuse_stale(run)
                 log(f"study: {run.name}: selecting {budget} of {len(pool)}")
                 select(run.selection, settings, pool_path,
                        checkpoint if method.name == "selector" else None, data_dir=data,
                        model_keys=model_keys if method.name == "selector" else None,
                        loaded_pool=pool, method=spec, seed=seed,
                        subsets_path=subsets, labels_path=labels, work=work,
-                       loaded_data=samples if method.name in NEEDS_DATA else None)
-                _write_config(base, run, run.selection, budget)
+                       loaded_data=samples if method.name in NEEDS_DATA else None,
+                       image_root=images if conversations else None)
+                _write_config(base, run, run.selection, budget,
+                              (run.selection / "conversations.json", run.selection)
+                              if conversations else None)
                 write_json(run.folder / RUN_FILE, {"fingerprint": key, "method": spec,
                                                    "seed": seed, "created": _now()})
                 written += 1
@@ -311,20 +374,13 @@ def write_study(out: PathLike, pool_path: PathLike, data: PathLike, methods: str
                 run.seed = None
                 log(f"study: {spec} did not use its seed; one run ({run.name})")
                 break
-    if full:
-        size = _count_samples(data)
-        run = StudyRun(FULL, FULL, None, out / FULL, size)
-        key = fingerprint({"version": STUDY_VERSION, "method": FULL, "data": digests["data"],
-                           "template": digests["template"], "samples": size}, length=20)
+    if full_run is not None:
+        run, key = full_run
         if _current(run, key):
             skipped += 1
         else:
-            stale = _has_results(run)
-            if stale is not None:
-                raise InputError(f"{stale}: the full-data run was already fine-tuned or "
-                                 f"evaluated on other data; remove {run.folder / 'output'} and "
-                                 f"{run.folder / 'answers'} to redo it")
-            _write_config(base, run, data, size)
+            _refuse_stale(run)
+            _write_config(base, run, data, run.size, (data, images) if conversations else None)
             write_json(run.folder / RUN_FILE, {"fingerprint": key, "method": FULL, "seed": None,
                                                "created": _now()})
             written += 1
@@ -348,10 +404,10 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def _count_samples(data: Path) -> int:
-    from selector.data.samples import read_cc_sbu_align
+def _count_samples(data: Path, image_root: Optional[Path] = None) -> int:
+    from selector.data.samples import read_pool
 
-    return len(read_cc_sbu_align(data, skip_invalid=True, check_images=False).samples)
+    return len(read_pool(data, image_root, skip_invalid=True, check_images=False).samples)
 
 
 def _study_document(out: Path, runs: List[StudyRun], specs: List[str], seeds: int, budget: int,

@@ -75,5 +75,9 @@ class Registry:
         cls = self.get(name)
         try:
             return cls(**settings)
-        except TypeError as exc:
-            raise InputError(f"{self.setting_label(name, cls)}: {exc}") from None
+        except TypeError as exc:  # a setting it does not take, named without Python internals
+            import re
+
+            text = re.sub(r"^\S+\(\) got an unexpected keyword argument ", "unknown setting ",
+                          str(exc))
+            raise InputError(f"{self.setting_label(name, cls)}: {text}") from None

@@ -48,7 +48,7 @@ def labelled_subsets(pool: Any, subsets_path: PathLike, labels_path: PathLike):
                          "or give a subsets file without the unlabelled ones")
     names, members, labels = match_labels(subsets, by_subset, str(labels_path))
     check_labels_vary(labels, names, str(labels_path))
-    return SubsetData.from_pool(pool, members, labels, names)
+    return SubsetData.from_pool(pool, members, labels, names, str(subsets_path))
 
 
 def train_selector(out: PathLike, settings: Dict[str, Any], pool: Optional[PathLike] = None,

@@ -82,9 +82,11 @@ class SubsetData:
 
     @classmethod
     def from_pool(cls, pool, subsets: Sequence[Sequence[str]], labels: Sequence[float],
-                  names: Sequence[str]) -> "SubsetData":
+                  names: Sequence[str], source: Optional[str] = None) -> "SubsetData":
+        """``source``: the subsets file, named in the line for an id the pool lacks."""
         features = pool.features
-        return cls.from_lists([features[pool.positions(ids, f"subset {name}")]
+        where = f"{source}: subset" if source else "subset"
+        return cls.from_lists([features[pool.positions(ids, f"{where} {name}")]
                                for name, ids in zip(names, subsets)], labels, names,
                               pool.image.shape[1], pool.text.shape[1], pool.indicator_names)
 

@@ -94,6 +94,12 @@ def read_study(folder: PathLike) -> Dict[str, Any]:
     if not isinstance(datasets, list) or not datasets or \
             not all(isinstance(d, str) and d for d in datasets):
         raise InputError(f"{path}: 'datasets' must be a non-empty list of names")
+    lowered = [d.strip().lower() for d in datasets]
+    if len(set(lowered)) != len(lowered):  # a dataset listed twice would weigh twice
+        twice = next(d for d in datasets if lowered.count(d.strip().lower()) > 1)
+        raise InputError(f"{path}: dataset {twice!r} is listed twice in 'datasets' (names are "
+                         "case-insensitive)")
+    seen: Dict[Any, int] = {}  # each run, folder and (method, seed) once: no result counts twice
     for index, run in enumerate(runs):
         if not isinstance(run, dict) or not isinstance(run.get("name"), str) or \
                 not isinstance(run.get("method"), str) or not isinstance(run.get("folder"), str):
@@ -105,6 +111,19 @@ def read_study(folder: PathLike) -> Dict[str, Any]:
         if Path(run["folder"]).is_absolute() or ".." in Path(run["folder"]).parts:
             raise InputError(f"{path}: runs[{index}] ({run['name']}): folder must lie inside "
                              "the study folder")
+        for key, what in ((("name", run["name"]), f"name {run['name']!r}"),
+                          (("folder", Path(run["folder"]).as_posix()),
+                           f"folder {run['folder']!r}"),
+                          (("seed", run["method"], seed),
+                           f"method {run['method']!r} with seed {seed!r}")):
+            if key in seen:
+                raise InputError(f"{path}: runs[{index}] ({run['name']}): {what} is also "
+                                 f"runs[{seen[key]}]'s")
+            seen[key] = index
+        seen.setdefault(("seeded", run["method"], seed is None), index)
+        if ("seeded", run["method"], seed is not None) in seen:
+            raise InputError(f"{path}: runs[{index}] ({run['name']}): method {run['method']!r} "
+                             "has both seeded runs and a run without a seed")
     return document
 
 
@@ -116,6 +135,9 @@ def run_value(name: str, answers: Path, datasets: Sequence[str],
     results = arena_results(answers) if answers.is_dir() else []
     if not results:
         return {"missing": "no result.json yet"}
+    if model is not None and all(r.model != model for r in results):  # not evaluated with it yet
+        return {"missing": f"no result.json of model {model!r} yet (found: "
+                           f"{', '.join(sorted({r.model for r in results}))})"}
     results = results_of_one_model(name, answers, results, model)
     found = {d for r in results for d in r.accuracies}
     absent = [d for d in datasets if d not in found]
@@ -186,7 +208,8 @@ def collect_study(folder: PathLike, model: Optional[str] = None) -> Dict[str, An
     missing = {name: r["missing"] for name, r in runs.items() if "missing" in r}
     if len(missing) == len(runs):
         raise InputError(f"{folder}: none of the {len(runs)} runs has a complete result.json "
-                         f"yet (run {folder / 'launch.sh'} first)")
+                         + (f"of model {model!r} " if model is not None else "")
+                         + f"yet (run {folder / 'launch.sh'} first)")
     models = sorted({r["model"] for r in runs.values() if "model" in r})
     if len(models) > 1:  # accuracies of two models compare neither the data nor the methods
         other = next(n for n, r in runs.items() if r.get("model") == models[1])

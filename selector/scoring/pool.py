@@ -91,7 +91,9 @@ class FeaturePool:
 
     def indicator(self, name: str) -> np.ndarray:
         if name not in self.indicator_names:
-            raise InputError(f"pool has no indicator {name!r} (has {', '.join(self.indicator_names)})")
+            named = "" if self.source == "pool" else f"{self.source}: "  # the file, when read
+            raise InputError(f"{named}pool has no indicator {name!r} (has "
+                             f"{', '.join(self.indicator_names)})")
         return self.indicators[:, self.indicator_names.index(name)]
 
     def positions(self, ids: Sequence[str], where: str = "pool") -> np.ndarray:
@@ -288,6 +290,6 @@ def match_labels(subsets: Dict[str, List[str]], labels: Dict[str, float],
     if unknown:
         raise InputError(f"{where}: label for subset {unknown[0]!r}, which the subsets file lacks")
     if len(names) < 3:
-        raise InputError(f"{where}: {len(names)} labelled subsets; training needs at least 3 "
-                         f"(unlabelled: {', '.join(unlabeled[:5])})")
+        left = f" (unlabelled: {', '.join(unlabeled[:5])})" if unlabeled else ""
+        raise InputError(f"{where}: {len(names)} labelled subsets; training needs at least 3{left}")
     return names, [subsets[n] for n in names], np.array([labels[n] for n in names], np.float32)

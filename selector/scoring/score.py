@@ -330,6 +330,11 @@ def write_pool(path: PathLike, samples, hashes, columns, embeddings, pool_names:
         fitted_on = f"reused from {pca_from}"
     else:
         n_components, seed = int(features.get("pca_components", 6)), int(features.get("pca_seed", 0))
+        if len(image_rows) < n_components <= len(keep):  # short of images: text-only samples
+            raise InputError(f"--pool-out {path}: the image PCA (features.pca_components="
+                             f"{n_components}) needs {n_components} samples with an image; "
+                             f"{len(image_rows)} of the {len(keep)} have one (the others are "
+                             "text-only): reuse a pool file's PCA with --pca-from")
         image_pca = Projection.fit_cached(work, {"embedder": embedders[0].settings(),
                                                  "samples": [hashes[i] for i in image_rows]},
                                           image[image_rows], n_components, seed)

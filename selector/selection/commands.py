@@ -29,7 +29,7 @@ def select(args: argparse.Namespace) -> int:
                            args.captions, _image_mode(args), args.skip_invalid,
                            model_keys_set(layers), method=args.method, seed=args.seed,
                            subsets_path=args.subsets, labels_path=args.labels, work=args.work,
-                           diversity=args.diversity)
+                           diversity=args.diversity, image_root=args.image_root)
     log(f"selected {len(selected)} samples -> {args.out}")
     return 0
 

@@ -31,7 +31,7 @@ def method_spec(method: Optional[str], baseline: Optional[str]) -> Tuple[str, bo
     if method is not None and baseline is not None:
         raise InputError("give --method or --baseline, not both")
     if baseline is not None:
-        if baseline != "random" and not baseline.startswith("top:"):
+        if baseline != "random" and not (baseline.startswith("top:") and baseline[4:].strip()):
             raise InputError(f"unknown baseline {baseline!r} (random, or top:<indicator>)")
         return baseline, True
     return (method if method is not None else "selector"), False
@@ -52,7 +52,7 @@ def select(out: PathLike, settings: Dict[str, Any], pool_path: PathLike,
            method: Optional[str] = None, seed: Optional[int] = None,
            subsets_path: Optional[PathLike] = None, labels_path: Optional[PathLike] = None,
            work: Optional[PathLike] = None, diversity: Optional[bool] = None,
-           loaded_data: Any = None) -> List[str]:
+           loaded_data: Any = None, image_root: Optional[PathLike] = None) -> List[str]:
     """Score the pool with a selection method, keep ``selection.num_samples``, write the selection.
 
     ``method``: a spec of :mod:`selector.selection.methods` (``random``, ``top:clip``, ...); None
@@ -92,11 +92,13 @@ def select(out: PathLike, settings: Dict[str, Any], pool_path: PathLike,
     block = method_block(settings, name)
     if seed is None:
         seed = int(chosen_settings["cluster_seed"]) if from_baseline else 0
+    if int(seed) < 0:  # numpy's generators take no negative seed
+        raise InputError(f"--seed must be a whole number >= 0, not {seed}")
     data = loaded_data
     if data is None and data_dir is not None and name in NEEDS_DATA:
         from selector.data.samples import read_pool
 
-        data = read_pool(Path(data_dir), skip_invalid=skip_invalid, check_images=False)
+        data = read_pool(Path(data_dir), image_root, skip_invalid=skip_invalid, check_images=False)
     inputs = methods.MethodInputs(
         pool=pool, num_samples=num_samples, seed=int(seed), settings=block, argument=argument,
         data=data, work=Path(work) if work is not None else None,
@@ -122,6 +124,10 @@ def select(out: PathLike, settings: Dict[str, Any], pool_path: PathLike,
             use_diversity = bool(block.get("diversity", chosen_method.diversity))
         else:
             use_diversity = bool(diversity)
+        if clusters_path is not None and not use_diversity and not from_baseline:
+            raise InputError(f"--clusters: --method {spec} runs without the diversity step, "
+                             "which the clusters are for (add --diversity, or leave --clusters "
+                             "out)")
         method_details = dict(scored.details)
         uses_seed = bool(method_details.pop("uses_seed", chosen_method.uses_seed))
         used_model = method_details.pop("model", None)
@@ -169,7 +175,7 @@ def select(out: PathLike, settings: Dict[str, Any], pool_path: PathLike,
                      **recorded, "model": used_model},
                     cluster_of, captions=captions if data_dir is None else None,
                     data_dir=data_dir, image_mode=image_mode, skip_invalid=skip_invalid,
-                    details=details)
+                    details=details, image_root=image_root)
     return selected
 
 

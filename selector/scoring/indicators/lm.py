@@ -49,7 +49,11 @@ def gguf_path(model: str, gguf_file: Optional[str]) -> Optional[Path]:
     """The local GGUF file a setting names (None: not a GGUF model). ``model`` is a folder (or a
     hub id) holding ``gguf_file``, or the path of the ``.gguf`` file itself."""
     if gguf_file is None:
-        return Path(model) if str(model).endswith(".gguf") and Path(model).is_file() else None
+        # a path, not a hub id: it exists (a folder is refused by the caller) or cannot be an
+        # "owner/name" id (absolute, or not exactly one slash)
+        looks_local = Path(model).exists() or Path(model).is_absolute() \
+            or str(model).count("/") != 1
+        return Path(model) if str(model).endswith(".gguf") and looks_local else None
     if Path(gguf_file).is_absolute():
         return Path(gguf_file)
     if Path(model).is_dir():
@@ -104,7 +108,8 @@ def convert_gguf(gguf: Path, dtype: Any, dtype_name: str) -> Path:
     except ImportError as exc:  # transformers' GGUF reader needs the gguf package
         raise InputError(f"cannot load the causal LM {str(gguf)!r}: reading a GGUF file needs "
                          f"the gguf package (pip install 'gguf>=0.10.0'; {exc})") from None
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, IndexError, EOFError) as exc:
+        # IndexError/EOFError: the gguf reader on a truncated file
         raise load_failure("causal LM", str(gguf), exc) from None
     _remove_abandoned(out)
     staging = out.with_name(f".{out.name}.{os.getpid()}.convert")
@@ -143,7 +148,9 @@ def load_causal_lm(model: str, gguf_file: Optional[str], device: str,
     gguf = gguf_path(model, gguf_file)
     if gguf is not None:
         if not gguf.is_file():
-            raise InputError(f"cannot load the causal LM {str(gguf)!r}: no such GGUF file")
+            raise InputError(f"cannot load the causal LM {str(gguf)!r}: "
+                             + ("is a folder, not a GGUF file" if gguf.is_dir()
+                                else "no such GGUF file"))
         source = str(convert_gguf(gguf, torch_dtype(device, precision),
                                   precision_for(device, precision)))
     return load_pretrained("AutoModelForCausalLM", "causal LM", source, device, precision,
@@ -194,6 +201,19 @@ class _LanguageModelScore(Indicator):
         if int(max_length) < 2:
             raise InputError(f"indicators.{self.name}.max_length must be at least 2 (got "
                              f"{max_length})")
+        # methods.<name>.lm reaches here without the settings' range checks: a zero batch would
+        # fail after the model loaded (range step 0), a negative one divide by zero
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"indicators.{self.name}.batch_size must be an integer >= 1 (got "
+                             f"{batch_size!r})")
+        if device is not None:
+            import torch
+
+            try:
+                torch.device(str(device))
+            except (RuntimeError, ValueError):
+                raise InputError(f"indicators.{self.name}.device: {device!r} is not a torch "
+                                 "device (cpu, cuda, cuda:1, ...)") from None
         self.model_name = str(model)
         self.gguf_file = gguf_file
         self.batch_size = int(batch_size)

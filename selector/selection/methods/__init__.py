@@ -93,7 +93,8 @@ def parse_spec(spec: str) -> Tuple[str, Optional[str]]:
     if not REGISTRY.known(name):
         raise REGISTRY.unknown(name)
     if sep and not argument.strip():
-        raise InputError(f"--method {spec}: empty argument after ':'")
+        what = "indicator" if name in ("top", "bottom", "threshold") else "argument"
+        raise InputError(f"--method {spec}: empty argument after ':' (give {name}:<{what}>)")
     return name, (argument.strip() if sep else None)
 
 

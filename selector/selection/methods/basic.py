@@ -29,6 +29,12 @@ def _indicator(inputs: MethodInputs, spec: str) -> Tuple[str, np.ndarray]:
     return name, pool.indicator(name).astype(np.float64)
 
 
+def _no_argument(inputs: MethodInputs, name: str, why: str) -> None:
+    """A method without an argument refuses one (``random:3`` is not seed 3)."""
+    if inputs.argument is not None:
+        raise InputError(f"--method {name}:{inputs.argument}: {name} takes no argument ({why})")
+
+
 @register("random")
 class Random(Method):
     """A uniform random draw of the budget (``--seed``)."""
@@ -36,6 +42,7 @@ class Random(Method):
     uses_seed = True
 
     def score(self, inputs: MethodInputs) -> MethodScores:
+        _no_argument(inputs, self.name, "its seed is --seed")
         return MethodScores(random_scores(len(inputs.pool), inputs.seed))
 
 
@@ -128,6 +135,7 @@ class Length(Method):
     sum over the gpt turns). Needs the samples (``--data``)."""
 
     def score(self, inputs: MethodInputs) -> MethodScores:
+        _no_argument(inputs, self.name, "its unit is methods.length.unit")
         if inputs.data is None:
             raise InputError("--method length needs the samples' text: give --data")
         unit = str(inputs.settings.get("unit", "words"))

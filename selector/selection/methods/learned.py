@@ -20,6 +20,9 @@ class TrainedSelector(Method):
         from selector.model.fit import apply_model_settings, requested_model_settings
         from selector.model.training import Selector
 
+        if inputs.argument is not None:
+            raise InputError(f"--method selector:{inputs.argument}: selector takes no argument "
+                             "(its checkpoint is --checkpoint)")
         selector = inputs.loaded_model
         checkpoint = inputs.checkpoint
         if selector is None:

@@ -25,6 +25,9 @@ class Linear(Method):
         from selector.model.fit import labelled_subsets
         from selector.model.training import indicator_means, linear_row
 
+        if inputs.argument is not None:
+            raise InputError(f"--method linear:{inputs.argument}: linear takes no argument (its "
+                             "alpha is methods.linear.alpha)")
         if inputs.subsets is None or inputs.labels is None:
             raise InputError("--method linear needs the labelled subsets it is fitted to: give "
                              "--subsets and --labels")

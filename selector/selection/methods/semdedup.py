@@ -101,7 +101,9 @@ def deduplicate_cluster(embeddings: np.ndarray, threshold: float,
         sims = ranked[:stop] @ ranked[start:stop].T  # [stop, stop - start]: earlier rows only
         later = np.arange(stop)[:, None] >= np.arange(start, stop)[None, :]
         sims[later] = -np.inf
-        nearest[start:stop] = sims.max(axis=0)
+        # a cosine is at most 1: float32 rounding puts identical rows at 1.0000001, which
+        # threshold 1 ("nothing is a duplicate") must not drop
+        nearest[start:stop] = np.minimum(sims.max(axis=0), 1.0)
     keep = np.empty(n, dtype=bool)
     keep[order] = nearest <= threshold
     return keep

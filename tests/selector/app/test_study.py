@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, make_cc_sbu_align, run_cli, tree_digest
+from conftest import (assert_one_line_error, make_cc_sbu_align, make_conversations, run_cli,
+                      tree_digest)
 from selector.app.cli import main
 from selector.model.synthetic import synthetic_feature_pool
 
@@ -167,7 +168,7 @@ def test_bad_inputs_are_one_line(tmp_path, world):
         (base + ["--methods", "selector"], ["--checkpoint"]),
         (["study", "--pool", pool, "--methods", "random", "--out", tmp_path / "s"], ["--data"]),
         (["study", "--pool", pool, "--data", root / "nothing.json", "--methods", "random",
-          "--out", tmp_path / "s"], ["cc_sbu_align"]),
+          "--out", tmp_path / "s"], ["not found"]),
         (base + ["--methods", "random", "--datasets", "gqa,gqa"], ["listed twice"]),
         (["study", "--pool", pool, "--data", data, "--methods", "random", "--out", data / "s"],
          ["--out", "--data"]),
@@ -256,3 +257,43 @@ def test_launch_then_collect(tmp_path, world):
     versus = results["methods"]["top:clip"]["vs_random"]
     assert versus["differences"] == pytest.approx([top - r for r in random])
     assert results["methods"]["full"]["overall"]["mean"] == pytest.approx(value("full"))
+
+
+def test_a_conversation_pool_gives_llava_selections_and_configs(tmp_path):
+    """LLaVA-style data (text-only samples included): every run a conversations.json + image/
+    selection trained through the llava_conversations builder, the full run on the JSON."""
+    from omegaconf import OmegaConf
+
+    from selector.scoring.pool import FeaturePool
+
+    records = [{"id": f"c{i}", **({"image": f"imgs/c{i}.jpg"} if i % 4 else {}),
+                "conversations": [
+                    {"from": "human", "value": ("<image>\n" if i % 4 else "") + f"Question {i}?"},
+                    {"from": "gpt", "value": "Answer " + "word " * i},
+                    {"from": "human", "value": "And then?"},
+                    {"from": "gpt", "value": "More."}]} for i in range(24)]
+    data = make_conversations(tmp_path / "conv", records)
+    pool, _, _ = synthetic_feature_pool(24, seed=2)
+    pool = FeaturePool([r["id"] for r in records], pool.image, pool.text, pool.indicators,
+                       pool.indicator_names)
+    pool_path = pool.save(tmp_path / "pool.safetensors")
+    out = tmp_path / "study"
+    assert study(out, pool_path, data, methods="random,length", seeds="2", num="6") == 0
+    document = json.loads((out / "study.json").read_text())
+    assert [r["name"] for r in document["runs"]] == ["random/0", "random/1", "length/none", "full"]
+    for run in document["runs"][:-1]:
+        selection = out / run["folder"] / "selection"
+        kept = json.loads((selection / "conversations.json").read_text())
+        assert len(kept) == 6
+        for record in kept:  # every image of the selection lies in it
+            if "image" in record:
+                assert (selection / record["image"]).is_file()
+        config = OmegaConf.load(out / run["folder"] / "finetune.yaml")
+        assert list(config.datasets) == ["llava_conversations"]
+        assert config.datasets.llava_conversations.build_info.storage == \
+            str(selection / "conversations.json")
+        assert config.datasets.llava_conversations.build_info.image_root == str(selection)
+    longest = json.loads((out / "length" / "none" / "selection" / "conversations.json").read_text())
+    assert sorted(r["id"] for r in longest) == sorted(f"c{i}" for i in range(18, 24))
+    full = OmegaConf.load(out / "full" / "finetune.yaml").datasets.llava_conversations.build_info
+    assert full.storage == str(data) and full.image_root == str(data.parent)
