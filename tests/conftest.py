@@ -84,14 +84,35 @@ def run_cli(*args: str, cwd: Optional[Path] = None,
                           env={**os.environ, **(env or {})})
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("igpt4: error:")]
-    assert len(lines) == 1, result.stderr
+def one_line_error(status: int, err: str, *fragments: str) -> str:
+    """Exit 2, no traceback, exactly one ``igpt4: error:`` line holding every fragment (the
+    promise for bad input), from an exit status and the stderr text."""
+    assert status == 2, (status, err)
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("igpt4: error:")]
+    assert len(lines) == 1, err
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    return one_line_error(result.returncode, result.stderr, *fragments)
+
+
+def fake_launch_env(tmp_path: Path, torchrun: str, igpt4: str) -> Dict[str, str]:
+    """The environment a generated launch.sh runs in with stand-ins for ``torchrun`` and
+    ``igpt4`` (scripts formatted with this interpreter) and an empty MiniGPT-4 checkout."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("torchrun", torchrun), ("igpt4", igpt4)):
+        (bin_dir / name).write_text(body.format(python=sys.executable))
+        (bin_dir / name).chmod(0o755)
+    minigpt4 = tmp_path / "MiniGPT-4"
+    minigpt4.mkdir()
+    (minigpt4 / "train.py").write_text("")
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "MINIGPT4_DIR": str(minigpt4), "ARENA_DATA": str(tmp_path / "arena")}
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import shutil
 
 import pytest
 
-from conftest import assert_one_line_error, make_cc_sbu_align, run_cli
+from conftest import assert_one_line_error, make_cc_sbu_align, one_line_error, run_cli
 from selector.app.cli import main
 from selector.model.synthetic import synthetic_feature_pool
 
@@ -51,14 +51,7 @@ def _result(out, run, value, model="minigpt4", time="20260101000000"):
 
 
 def _one_line(capsys, status, *fragments):
-    err = capsys.readouterr().err
-    assert status == 2, err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("igpt4: error:")]
-    assert len(lines) == 1, err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
+    return one_line_error(status, capsys.readouterr().err, *fragments)
 
 
 def test_a_refused_force_rerun_leaves_the_study_as_it_was(tmp_path, capsys, made):

@@ -4,14 +4,13 @@ launcher, resuming, refusals; and the whole loop through a stand-in fine-tune an
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import (assert_one_line_error, make_cc_sbu_align, make_conversations, run_cli,
+from conftest import (assert_one_line_error, fake_launch_env, make_cc_sbu_align,
+                      make_conversations, run_cli,
                       tree_digest)
 from selector.app.cli import main
 from selector.model.synthetic import synthetic_feature_pool
@@ -222,16 +221,7 @@ def test_launch_then_collect(tmp_path, world):
     out = tmp_path / "study"
     assert study(out, pool, data, "--datasets", "gqa,okvqa", methods="random,top:clip",
                  seeds="3") == 0
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, body in (("torchrun", FAKE_TORCHRUN), ("igpt4", FAKE_IGPT4)):
-        (bin_dir / name).write_text(body.format(python=sys.executable))
-        (bin_dir / name).chmod(0o755)
-    minigpt4 = tmp_path / "MiniGPT-4"
-    minigpt4.mkdir()
-    (minigpt4 / "train.py").write_text("")
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "MINIGPT4_DIR": str(minigpt4), "ARENA_DATA": str(tmp_path / "arena")}
+    env = fake_launch_env(tmp_path, FAKE_TORCHRUN, FAKE_IGPT4)
     partial = subprocess.run(["bash", str(out / "launch.sh"), "random/0", "random/1", "full"],
                              env=env, capture_output=True, text=True, timeout=120)
     assert partial.returncode == 0, partial.stderr

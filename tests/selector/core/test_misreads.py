@@ -12,7 +12,8 @@ from typing import Tuple
 import numpy as np
 import pytest
 
-from conftest import (assert_one_line_error, make_cc_sbu_align, make_conversations, run_cli,
+from conftest import (assert_one_line_error, make_cc_sbu_align, make_conversations,
+                      one_line_error, run_cli,
                       write_image)
 from selector.app.cli import main
 from selector.data.images import image_problem
@@ -31,14 +32,7 @@ def cli(capsys, *args) -> Tuple[int, str, str]:
     return code, out, err
 
 
-def one_line(code: int, err: str, *fragments: str) -> str:
-    assert code == 2, (code, err)
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("igpt4: error:")]
-    assert len(lines) == 1, err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
+one_line = one_line_error
 
 
 def cc_file(tmp_path: Path, raw: bytes, ids=("1",)) -> Path:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import make_cc_sbu_align
+from conftest import fake_launch_env, make_cc_sbu_align
 from selector.core.errors import InputError
 from selector.data.samples import read_cc_sbu_align
 from selector.labels.jobs import ARENA_DATASETS, TRAINED_MARKER, SplitLayout, write_subsets
@@ -157,16 +156,8 @@ folder.mkdir(parents=True, exist_ok=True)
 
 def test_launch_script_runs_resumes_and_picks_the_newest_checkpoint(tmp_path, data_dir, template):
     layout = export(three_subsets(data_dir), data_dir, tmp_path / "split", template)
+    env = fake_launch_env(tmp_path, FAKE_TORCHRUN, FAKE_IGPT4)
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, body in (("torchrun", FAKE_TORCHRUN), ("igpt4", FAKE_IGPT4)):
-        (bin_dir / name).write_text(body.format(python=sys.executable))
-        (bin_dir / name).chmod(0o755)
-    minigpt4 = tmp_path / "MiniGPT-4"
-    minigpt4.mkdir()
-    (minigpt4 / "train.py").write_text("")
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "MINIGPT4_DIR": str(minigpt4), "ARENA_DATA": str(tmp_path / "arena")}
     log = bin_dir / "calls.log"
 
     def launch(*subsets):

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import pytest
 
-from conftest import assert_one_line_error, make_cc_sbu_align, run_cli
+from conftest import assert_one_line_error, make_cc_sbu_align, one_line_error, run_cli
 from selector.app.cli import main
 from selector.model.synthetic import synthetic_feature_pool
 
@@ -36,14 +36,7 @@ def refused(capsys, argv: Sequence[object], *fragments: str) -> str:
         status = main([str(a) for a in argv])
     except SystemExit as exc:
         status = exc.code if isinstance(exc.code, int) else 2
-    err = capsys.readouterr().err
-    assert status == 2, err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("igpt4: error:")]
-    assert len(lines) == 1, err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
+    return one_line_error(status, capsys.readouterr().err, *fragments)
 
 
 @pytest.mark.parametrize("method", ["random", "cluster-random", "threshold:clip=20",
