@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from selector.selection.smoke import SAMPLES, default_folder, smoke_set  # noqa: F401
+from selector.selection.smoke import default_folder, smoke_set
 
 #: the value of build_info.storage / selector.checkpoint / selector.pool that means "the smoke set"
 SMOKE = "igpt4:smoke"

@@ -53,7 +53,9 @@ def test_smoke_set_is_made_once_complete_and_resolved(monkeypatch, tmp_path):
     assert Path(options["checkpoint"]) == folder / "selector"
     pool = FeaturePool.load(options["pool"])
     assert sorted(pool.ids) == sorted(s.id for s in read_pool(storage).samples)
-    assert len(pool.ids) == smoke.SAMPLES
+    from selector.selection.smoke import SAMPLES
+
+    assert len(pool.ids) == SAMPLES
     assert not [p for p in folder.parent.iterdir() if p.name.endswith(".tmp")]
     before = _snapshot(folder)
     assert smoke.smoke_set() == folder and _snapshot(folder) == before  # made once, reused
