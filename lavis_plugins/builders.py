@@ -6,6 +6,9 @@
   of inputs and reused (:mod:`selector.selection.run_selection`); where it lies is logged and
   kept on the dataset (``selection_folder``), and the portable runner copies it into the run's
   output dir.
+* ``cc_sbu_align`` (only where the host has none: salesforce LAVIS; MiniGPT-4 ships its own):
+  MiniGPT-4's stock dataset name, every sample of the cc_sbu_align folder in
+  ``build_info.storage``, so the label runs' configs (one subset each) train in either host.
 * ``llava_conversations``: LLaVA-style conversation JSON (+ ``image_root``), every conversation or
   the selected ones, laid out for MiniGPT-4 (:class:`~lavis_plugins.datasets.ConversationDataset`).
   MiniGPT-4's stage-2 model puts an image before every first question, so text-only samples (no
@@ -98,6 +101,22 @@ def builder_classes(host: Host) -> Dict[str, type]:
             dataset.selection_folder = chosen.folder
             return {"train": dataset}
 
+    class CCSBUAlignBuilder(base):
+        """MiniGPT-4's stock ``cc_sbu_align`` for hosts without it: every sample."""
+
+        train_dataset_cls = SelectedCCSBUAlignDataset
+        DATASET_CONFIG_DICT = {"default": _config_path("cc_sbu_align")}
+
+        def build_datasets(self) -> Dict[str, Any]:
+            from selector.data.samples import read_pool
+
+            self.build_processors()
+            samples = read_pool(str(self.config.build_info.storage)).samples
+            dataset = self.train_dataset_cls(samples, self.vis_processors["train"],
+                                             self.text_processors["train"])
+            dataset.selection_folder = None
+            return {"train": dataset}
+
     class LlavaConversationsBuilder(base):
         train_dataset_cls = ConversationDataset
         DATASET_CONFIG_DICT = {"default": _config_path("llava_conversations")}
@@ -115,5 +134,8 @@ def builder_classes(host: Host) -> Dict[str, type]:
             dataset.selection_folder = chosen.folder if chosen else None
             return {"train": dataset}
 
-    return {"cc_sbu_align_selected": CCSBUAlignSelectedBuilder,
-            "llava_conversations": LlavaConversationsBuilder}
+    classes = {"cc_sbu_align_selected": CCSBUAlignSelectedBuilder,
+               "llava_conversations": LlavaConversationsBuilder}
+    if host.name == "lavis":  # MiniGPT-4 registers its own cc_sbu_align
+        classes["cc_sbu_align"] = CCSBUAlignBuilder
+    return classes

@@ -74,6 +74,8 @@ def run_lavis(cfg_path: str, options: List[str]) -> None:
     datasets = task.build_datasets(cfg)
     model = task.build_model(cfg)
     runner_cls = registry.get_runner_class(cfg.run_cfg.get("runner", "runner_base"))
+    for name in ("result_dir", "output_dir"):  # an earlier run in this process (the demo's
+        registry.mapping["paths"].pop(name, None)  # label runs) registered its own; the runner
     runner = runner_cls(cfg=cfg, job_id=datetime.now().strftime("%Y%m%d%H%M"), task=task,
                         model=model, datasets=datasets)
     runner.train()

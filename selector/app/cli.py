@@ -271,13 +271,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parsers(commands)  # igpt4 eval ..., eval rerun DIR, eval judge ...
 
-    p = commands.add_parser("demo", help="every stage on a generated TOY pool (drawn images with "
-                            "planted bad captions, tiny models, oracle labels), minutes on a CPU")
+    p = commands.add_parser("demo", help="every stage on a generated TOY world (drawn images with "
+                            "planted bad captions, tiny models, labels from fine-tunes of a toy "
+                            "MiniGPT-4), minutes on a CPU")
     p.set_defaults(run=app_commands.demo)
     p.add_argument("--out", default="demo_out")
     p.add_argument("--samples", type=int, help="toy pool size (default: configs/pipeline/demo.yaml's "
                    "demo.samples, 600)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kind", choices=["captions", "conversations"], default="captions",
+                   help="captions (default): a cc_sbu_align pool; conversations: a multi-round "
+                   "LLaVA-format pool (llava_conversations builder), its picks also judged with "
+                   "igpt4 eval judge against a toy judge on 127.0.0.1")
+    p.add_argument("--labels", choices=["toy_finetune", "oracle"], default="toy_finetune",
+                   help="toy_finetune (default, demo.yaml): each subset fine-tuned and evaluated; "
+                   "oracle (demo_oracle.yaml): the fast path, labels from a synthetic oracle and "
+                   "no comparison fine-tunes")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a demo recipe setting, e.g. --set select.num_samples=20")
     return parser

@@ -41,7 +41,7 @@ def demo(args: argparse.Namespace) -> int:
     """``igpt4 demo``: every stage on a generated toy pool."""
     from selector.app.demo import run_demo
 
-    run_demo(args.out, args.samples, args.seed, args.overrides)
+    run_demo(args.out, args.samples, args.seed, args.overrides, args.labels, args.kind)
     return 0
 
 

@@ -5,11 +5,15 @@ Stages, in order (a recipe lists the ones it uses under ``pipeline.stages``)::
     generate        (demo only) the toy pool and its tiny models
     score           indicators + embeddings -> WORK/scores.jsonl, WORK/pool.safetensors
     split           balanced k-means++ subsets -> WORK/subsets/ (+ launch.sh for the fine-tunes)
-    labels          subset labels -> WORK/labels.json (Arena results, a file, or the demo oracle)
+    labels          subset labels -> WORK/labels.json (Arena results, a file; the demo: its
+                    toy fine-tunes and evaluations, or the oracle)
     train_selector  -> WORK/selector/ (checkpoint + cross-validation report)
     select          -> WORK/selection/ (filter_cap.json + image/, manifest.json)
     report          -> WORK/selection/report.html
     train_config    -> WORK/train_config.yaml: MiniGPT-4 stage 2 on the selection
+    compare         (demo only) -> WORK/compare/: the selector's pick, random picks, the best
+                    other method and the full pool, each fine-tuned and evaluated (an igpt4
+                    study, collected)
 
 Each stage has a fingerprint: the hash of its own settings, the *contents* of every file it
 reads from outside the work folder (the data's annotation file and every sample's text and image
@@ -50,13 +54,15 @@ from selector.core.jsonio import PathLike, read_json, write_json
 #: the stages each stage reads from (their fingerprints enter its own)
 UPSTREAM = {"generate": (), "score": ("generate",), "split": ("score",), "labels": ("split",),
             "train_selector": ("score", "labels"), "select": ("score", "train_selector"),
-            "report": ("select",), "train_config": ("select",)}
+            "report": ("select",), "train_config": ("select",),
+            "compare": ("generate", "score", "split", "labels", "train_selector")}
 #: the recipe sections each stage's fingerprint covers
 SECTIONS = {"generate": ("demo",), "score": ("score",), "split": ("split",),
-            "labels": ("labels",), "train_selector": ("selector",),
+            "labels": ("labels", "demo"), "train_selector": ("selector",),
             "select": ("selector", "select"), "report": ("report",),
-            "train_config": ("train_config", "select")}
-VERSION = 2  # bump when a stage's outputs change meaning (or the fingerprint's composition)
+            "train_config": ("train_config", "select"),
+            "compare": ("compare", "demo", "selector", "select")}
+VERSION = 3  # bump when a stage's outputs change meaning (or the fingerprint's composition)
 
 
 @dataclass

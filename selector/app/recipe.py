@@ -10,8 +10,8 @@ from typing import Any, Dict, List, Sequence
 from selector.core.errors import InputError
 from selector.core.jsonio import PathLike
 
-STAGES = ("generate", "score", "split", "labels", "train_selector", "select", "report",
-          "train_config")
+from selector.core.schema import STAGES  # noqa: F401  (the stages in their order)
+
 #: recipe settings that are paths, resolved when the recipe is loaded (see the module docstring)
 PATH_KEYS = (("pipeline", "work"), ("pipeline", "data"), ("pipeline", "image_root"),
              ("score", "pca_from"), ("split", "template"), ("labels", "file"),
@@ -54,14 +54,30 @@ class Recipe:
         return cls(settings, str(path), Path(block["work"]).expanduser().resolve(), stages,
                    layers)
 
+    @property
+    def generated_conversations(self) -> bool:
+        """The demo's generated pool is LLaVA-style conversations (``demo.kind``)."""
+        return "generate" in self.stages and self.settings["demo"]["kind"] == "conversations"
+
     def data_path(self) -> Path:
         data = self.settings["pipeline"].get("data")
+        if self.generated_conversations:
+            from selector.app.toy.conversations import CONVERSATIONS_FILE
+
+            return self.work / "data" / CONVERSATIONS_FILE
         if "generate" in self.stages:
             return self.work / "data"
         if not data:
             raise InputError(f"{self.source}: pipeline.data is not set (a cc_sbu_align folder or "
                              "a conversation JSON)")
         return Path(data).expanduser().resolve()
+
+    def image_root(self) -> Any:
+        """The images of a conversation JSON: the generated pool's own folder, else
+        ``pipeline.image_root`` (None: the JSON's folder)."""
+        if self.generated_conversations:
+            return str(self.work / "data" / "image")
+        return self.settings["pipeline"].get("image_root")
 
 
 def _resolve_paths(settings: Dict[str, Any], layers: Sequence[Any], recipe_layer: Any,

@@ -14,6 +14,19 @@ from selector.core.errors import InputError
 from selector.core.jsonio import read_json, write_json
 
 
+def _dotlist(block: Dict[str, Any], prefix: str = "") -> List[str]:
+    """A nested settings block as ``KEY=VALUE`` overrides (values as JSON, which YAML reads)."""
+    import json
+
+    items: List[str] = []
+    for key, value in block.items():
+        if isinstance(value, dict) and value:
+            items += _dotlist(value, f"{prefix}{key}.")
+        else:
+            items.append(f"{prefix}{key}={json.dumps(value)}")
+    return items
+
+
 class PipelinePaused(Exception):
     """A stage needs work done outside the pipeline (e.g. the 30 fine-tunes) first."""
 
@@ -52,11 +65,19 @@ class Stages:
         data = self.work / "data"
         self._refuse_foreign_data()
         shutil.rmtree(data, ignore_errors=True)
-        toy = make_toy_pool(self.work / "data", n=int(demo["samples"]),
-                            bad_fraction=float(demo["bad_fraction"]), seed=int(demo["seed"]))
+        if self.recipe.generated_conversations:
+            from selector.app.toy.conversations import make_toy_conversations
+
+            toy = make_toy_conversations(self.work / "data", n=int(demo["samples"]),
+                                         bad_fraction=float(demo["bad_fraction"]),
+                                         seed=int(demo["seed"]))
+        else:
+            toy = make_toy_pool(self.work / "data", n=int(demo["samples"]),
+                                bad_fraction=float(demo["bad_fraction"]), seed=int(demo["seed"]))
         overrides = build_toy_models(self.work / "toy_models", seed=int(demo["seed"]))
         write_json(self.work / "toy_models" / "indicator_settings.json", overrides)
-        self.log(f"[generate] TOY data: {len(toy.ids)} procedurally drawn images with captions, "
+        what = "multi-round conversations" if self.recipe.generated_conversations else "captions"
+        self.log(f"[generate] TOY data: {len(toy.ids)} procedurally drawn images with {what}, "
                  f"{sum(toy.bad.values())} planted bad; tiny models trained on separate generated "
                  f"data ({self.work / 'toy_models' / 'toy_models.json'})")
         return [self.work / "data", self.work / "toy_models"]
@@ -83,7 +104,7 @@ class Stages:
         settings["pool"]["indicators"] = names
         table = self.work / "scores.jsonl"
         summary = score(self.recipe.data_path(), self.work / "cache", table, names, settings,
-                        self.recipe.settings["pipeline"].get("image_root"),
+                        self.recipe.image_root(),
                         bool(block.get("skip_invalid", False)), self.pool, block.get("pca_from"),
                         known_hashes=self.sample_hashes)
         if not summary.complete and block.get("strict", False):
@@ -104,7 +125,8 @@ class Stages:
         layout = split_command(self.work / "subsets", self.recipe.data_path(), self.pool,
                                int(block.get("k", 30)), int(block.get("seed", 0)),
                                block.get("template"), bool(block.get("slurm", False)), None,
-                               bool(block.get("drop_remainder", False)))
+                               bool(block.get("drop_remainder", False)),
+                               image_root=self.recipe.image_root())
         return [layout.subsets_file, layout.launcher]
 
     def stage_labels(self) -> List[Path]:
@@ -130,6 +152,11 @@ class Stages:
 
             read_labels(block["file"])  # a bad labels file is named here, not stages later
             copy_file(block["file"], out)
+        elif source == "toy_finetune":
+            self._toy_label_runs()
+            from selector.labels.collect import collect_labels
+
+            collect_labels([self.work / "subsets"], list(block.get("datasets")), False, out=out)
         elif source == "collect":
             from selector.labels.collect import collect_labels
 
@@ -141,8 +168,59 @@ class Stages:
             collect_labels([self.work / "subsets"], list(block.get("datasets")),
                            bool(block.get("allow_missing", False)), out=out)
         else:
-            raise InputError(f"labels.source must be collect, file or oracle (got {source!r})")
+            raise InputError(f"labels.source must be collect, file, oracle or toy_finetune (got "
+                             f"{source!r})")
         return [out]
+
+    # -- the demo's genuine labels and comparison (selector.app.toy.loop) ----------------------
+    def label_world(self) -> Any:
+        from selector.app.toy.loop import label_world
+
+        if "generate" not in self.recipe.stages:
+            raise InputError("labels.source toy_finetune and the compare stage fine-tune the toy "
+                             "MiniGPT-4 on the demo's generated pool: the recipe needs the "
+                             "generate stage (igpt4 demo)")
+        demo = self.section("demo")
+        return label_world(self.work, int(demo["seed"]), int(demo["vqa_drawings"]),
+                           str(demo["kind"]))
+
+    def _toy_label_runs(self) -> None:
+        """Every subset of the split fine-tuned and evaluated (plus the noise evaluations);
+        what it did is kept in WORK/label_runs.json for the demo's summary."""
+        from selector.app.toy.loop import fine_tune_subsets
+
+        demo = self.section("demo")
+        world = self.label_world()
+        runs = fine_tune_subsets(self.work / "subsets", world, int(demo["label_steps"]),
+                                 int(demo["seed"]), int(demo["noise_repeats"]))
+        write_json(self.work / "label_runs.json", {
+            "stage1": {"folder": str(world.stage1.folder), "report": world.stage1.report},
+            "vqa": {"root": str(world.vqa.root), "questions": world.vqa.questions,
+                    "by_kind": world.vqa.by_kind}, **runs})
+
+    def stage_compare(self) -> List[Path]:
+        """The demo's claim tested: an igpt4 study over the selector, random, the best other
+        method and the full pool in WORK/compare, every run fine-tuned and evaluated, then
+        collected (WORK/compare/study_results.json). A rerun after a change upstream starts a
+        new study (the old one is moved aside: its runs belong to the old pool or selector)."""
+        from selector.app.toy.loop import compare_picks
+
+        block = self.section("compare")
+        out = self.work / "compare"
+        if out.exists() and self.state.get("compare"):
+            kept = out.with_name(f"compare.{self.state['compare']['fingerprint'][:12]}")
+            if kept.exists():
+                kept = kept.with_name(f"{kept.name}.{time.time_ns()}")
+            out.rename(kept)
+            self.log(f"[compare] the previous comparison moved to {kept}")
+        image_root = self.recipe.image_root()
+        document = compare_picks(out, self.work, self.recipe.data_path(), self.label_world(),
+                                 list(block["methods"]), int(block["seeds"]),
+                                 self.selection_options()["num_samples"], int(block["steps"]),
+                                 bool(block["full"]), _dotlist(self.section("selector")),
+                                 image_root=Path(image_root) if image_root else None)
+        write_json(out / "study_results.json", document)
+        return [out / "study_results.json"]
 
     def selector_settings(self, extra: Sequence[str] = ()) -> Dict[str, Any]:
         """configs/selector/default.yaml under the recipe's ``selector`` block (validated)."""
@@ -182,7 +260,7 @@ class Stages:
         options = self.selection_options()
         data = self.recipe.data_path()
         if not data.is_dir():
-            options["image_root"] = self.recipe.settings["pipeline"].get("image_root")
+            options["image_root"] = self.recipe.image_root()
         chosen = selection_for_run(data, RunSelectionOptions.from_block(options))
         target = self.work / "selection"
         from selector.core.atomic import publish_folder
@@ -236,7 +314,7 @@ class Stages:
             raise InputError(f"{template}: its first dataset is not a mapping")
         dataset.build_info = {"storage": str(data)}
         if name == "llava_conversations":
-            dataset.build_info.image_root = self.recipe.settings["pipeline"].get("image_root")
+            dataset.build_info.image_root = self.recipe.image_root()
         dataset.selector = self.selection_options()
         datasets[name] = dataset
         config.run.output_dir = str(self.work / "train_output")

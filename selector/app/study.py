@@ -44,7 +44,7 @@ from selector.core.errors import InputError
 from selector.core.fingerprint import Fingerprint, canonical_json, file_sha256, fingerprint
 from selector.core.jsonio import PathLike, read_json, write_json
 from selector.core.provenance import log
-from selector.labels.jobs import ARENA_DATASETS, LaunchWords, SubsetJob
+from selector.labels.jobs import ARENA_DATASETS, LaunchWords, SubsetJob, point_at_conversations
 from selector.report.study import FULL, STUDY_FILE, STUDY_VERSION
 
 RUN_FILE = "run.json"
@@ -141,18 +141,6 @@ def _is_conversations(data: Path) -> bool:
     return data.is_file()
 
 
-def _point_at_conversations(config: Any, storage: Path, image_root: Path) -> None:
-    """The template's dataset as ``llava_conversations`` over ``storage`` (as the pipeline's
-    train_config stage does for a conversation pool): every conversation of it, no selector."""
-    from omegaconf import OmegaConf
-
-    datasets = config.datasets
-    dataset = datasets.pop(next(iter(datasets)))
-    dataset.build_info = {"storage": str(storage), "image_root": str(image_root)}
-    datasets["llava_conversations"] = dataset
-    OmegaConf.set_struct(config, False)
-
-
 def _refuse_changed(previous: Dict[str, Any], arguments: Dict[str, Any], path: Path) -> None:
     """One line naming the first argument (or input's contents) that differs from the study's."""
     before = previous.get("arguments") or {}
@@ -227,7 +215,7 @@ def _write_config(base: Any, run: StudyRun, data: Path, samples: int,
     config = subset_config(base, job)
     _schedule(config, samples)
     if conversations is not None:
-        _point_at_conversations(config, *conversations)
+        point_at_conversations(config, *conversations)
     job.output.mkdir(parents=True, exist_ok=True)
     with atomic_open(job.config) as handle:
         OmegaConf.save(config, handle)

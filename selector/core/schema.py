@@ -268,7 +268,7 @@ class IndicatorSettings:
 # ---------------------------------------------------------------------------------------------
 
 STAGES = ("generate", "score", "split", "labels", "train_selector", "select", "report",
-          "train_config")
+          "train_config", "compare")
 
 
 @dataclass
@@ -284,6 +284,10 @@ class DemoSection:
     samples: int = setting(min=1)
     bad_fraction: float = setting(min=0, below=1)
     seed: int = setting(min=0, below=SEED_LIMIT)
+    kind: str = setting(choices=("captions", "conversations"))
+    label_steps: int = setting(min=1, below=100001)
+    noise_repeats: int = setting(min=0, below=101)
+    vqa_drawings: int = setting(min=1, below=100001)
 
 
 @dataclass
@@ -306,7 +310,7 @@ class SplitStage:
 
 @dataclass
 class LabelsStage:
-    source: str = setting(choices=("collect", "file", "oracle"))
+    source: str = setting(choices=("collect", "file", "oracle", "toy_finetune"))
     file: Optional[str] = setting()
     subsets: Optional[str] = setting()
     datasets: List[str] = setting(nonempty=True, unique=True)
@@ -330,6 +334,14 @@ class TrainConfigStage:
 
 
 @dataclass
+class CompareStage:
+    methods: List[str] = setting(nonempty=True, unique=True)
+    seeds: int = setting(min=1, below=1001)
+    steps: int = setting(min=1, below=100001)
+    full: bool = setting()
+
+
+@dataclass
 class RecipeSettings:
     pipeline: PipelineSection = setting()
     demo: DemoSection = setting()
@@ -340,6 +352,7 @@ class RecipeSettings:
     select: SelectStage = setting()
     report: ReportStage = setting()
     train_config: TrainConfigStage = setting()
+    compare: CompareStage = setting()
 
 
 #: shipped base -> the schema of the settings merged over it

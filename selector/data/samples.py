@@ -478,3 +478,17 @@ def write_conversations(samples: Sequence[Sample], out_json: PathLike,
     out_json = Path(out_json)
     write_json(out_json, records)
     return out_json
+
+
+def write_conversation_folder(samples: Sequence[Sample], out: PathLike,
+                              image_mode: str = "link") -> int:
+    """``out/conversations.json`` (LLaVA format, text-only samples as they came) and the images
+    under ``out/image/<reference>``, each ``image`` then read as ``image/<reference>``: a
+    self-contained folder (a selection, a subset of ``igpt4 split``). Returns the number of
+    text-only samples written."""
+    from dataclasses import replace
+
+    out = Path(out)
+    moved = [replace(s, image_ref=f"image/{s.image_ref}") if s.has_image else s for s in samples]
+    write_conversations(moved, out / "conversations.json", image_dir=out, image_mode=image_mode)
+    return sum(not s.has_image for s in samples)

@@ -138,17 +138,32 @@ def subset_config(template, job: SubsetJob):
     return config
 
 
+def point_at_conversations(config: Any, storage: Path, image_root: Path) -> None:
+    """The template's dataset as ``llava_conversations`` over ``storage`` (as the pipeline's
+    train_config stage does for a conversation pool): every conversation of it, no selector."""
+    from omegaconf import OmegaConf
+
+    datasets = config.datasets
+    dataset = datasets.pop(next(iter(datasets)))
+    dataset.build_info = {"storage": str(storage), "image_root": str(image_root)}
+    datasets["llava_conversations"] = dataset
+    OmegaConf.set_struct(config, False)
+
+
 def _same_split(path: Path, subsets: Subsets) -> bool:
     from selector.scoring.pool import read_subsets
 
     return read_subsets(path) == {name: list(members) for name, members in subsets.items()}
 
 
-def _read_data(data: Union[PathLike, "DataPool"]) -> "DataPool":
-    from selector.data.samples import DataPool, read_cc_sbu_align
+def _read_data(data: Union[PathLike, "DataPool"], image_root: Optional[PathLike] = None
+               ) -> "DataPool":
+    from selector.data.samples import DataPool, read_cc_sbu_align, read_pool
 
     if isinstance(data, DataPool):
         return data
+    if Path(data).is_file():  # a conversation JSON
+        return read_pool(data, image_root, skip_invalid=True, check_images=False)
     # invalid samples outside the subsets must not stop the export: skip, and complain only
     # when a subset needs one of them
     return read_cc_sbu_align(data, skip_invalid=True)
@@ -157,7 +172,7 @@ def _read_data(data: Union[PathLike, "DataPool"]) -> "DataPool":
 def write_subsets(subsets: Subsets, data: Union[PathLike, "DataPool"], out_dir: PathLike,
                   template: Optional[PathLike], image_mode: str, slurm: bool,
                   datasets: Sequence[str], settings: Optional[Dict[str, Any]] = None,
-                  progress: bool = True) -> SplitLayout:
+                  progress: bool = True, image_root: Optional[PathLike] = None) -> SplitLayout:
     """Write everything needed to fine-tune and evaluate each subset.
 
     ``OUT/<name>/cc_sbu_align/`` (filter_cap.json in data-file order + image/ links),
@@ -167,7 +182,9 @@ def write_subsets(subsets: Subsets, data: Union[PathLike, "DataPool"], out_dir: 
     ``template`` None is the shipped one; ``image_mode`` is ``link`` or ``copy``; launch.sh
     evaluates each subset on ``datasets``.
 
-    ``data`` is a cc_sbu_align folder or a :class:`selector.data.samples.DataPool`. Writing again
+    ``data`` is a cc_sbu_align folder, a conversation JSON (with ``image_root``: each subset is
+    then ``OUT/<name>/conversations/`` -- conversations.json + image/ links -- trained with the
+    ``llava_conversations`` builder) or a :class:`selector.data.samples.DataPool`. Writing again
     into the same OUT with the same subsets is harmless (links and configs are rewritten, answers
     are kept); a *different* split into an OUT that already has one is refused, so that answers of
     old subsets can never be collected as labels of new ones.
@@ -175,7 +192,7 @@ def write_subsets(subsets: Subsets, data: Union[PathLike, "DataPool"], out_dir: 
     from omegaconf import OmegaConf
     from tqdm.auto import tqdm
 
-    from selector.data.samples import write_cc_sbu_align
+    from selector.data.samples import write_cc_sbu_align, write_conversation_folder
 
     out_dir = Path(os.path.abspath(out_dir))
     if not subsets:
@@ -194,9 +211,14 @@ def write_subsets(subsets: Subsets, data: Union[PathLike, "DataPool"], out_dir: 
                          "one to another --out (its answers would be mixed up)")
     template_path = resolve_template(template)
     base = load_template(template_path)
-    pool = _read_data(data)
+    pool = _read_data(data, image_root)
+    from selector.data.samples import CONVERSATIONS
+
+    conversations = pool.kind == CONVERSATIONS
     index = {sample_id: position for position, sample_id in enumerate(pool.ids)}
-    jobs = [SubsetJob(str(name), out_dir / str(name), len(subsets[name])) for name in subsets]
+    jobs = [SubsetJob(str(name), out_dir / str(name), len(subsets[name]),
+                      data_dir=out_dir / str(name) / "conversations" if conversations else None)
+            for name in subsets]
     for job in jobs:
         for sample_id in subsets[job.name]:
             if sample_id not in index:
@@ -207,14 +229,19 @@ def write_subsets(subsets: Subsets, data: Union[PathLike, "DataPool"], out_dir: 
     for job in tqdm(jobs, desc="subset folders", unit="subset", disable=not progress):
         # data-file order, as the original image2cap.py wrote it
         members = sorted(subsets[job.name], key=index.__getitem__)
-        write_cc_sbu_align(pool.subset(members).samples, job.data, image_mode)
+        if conversations:
+            write_conversation_folder(pool.subset(members).samples, job.data, image_mode)
+        else:
+            write_cc_sbu_align(pool.subset(members).samples, job.data, image_mode)
         job.output.mkdir(parents=True, exist_ok=True)
         config = subset_config(base, job)
+        if conversations:
+            point_at_conversations(config, job.data / "conversations.json", job.data)
         with atomic_open(job.config) as handle:
             OmegaConf.save(config, handle)
     write_json(existing, {job.name: list(subsets[job.name]) for job in jobs})
     manifest = {"template": str(template_path.resolve()),
-                "data": str(pool.source.parent.resolve()),
+                "data": str((pool.source if conversations else pool.source.parent).resolve()),
                 "subsets": len(jobs), "sizes": {job.name: len(subsets[job.name]) for job in jobs},
                 "datasets": list(datasets), **(settings or {})}
     write_json(out_dir / SPLIT_MANIFEST, manifest)

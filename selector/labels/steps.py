@@ -27,9 +27,11 @@ def split_command(out: PathLike, data: PathLike, pool: Optional[PathLike] = None
                   k: Optional[int] = None, seed: Optional[int] = None,
                   template: Optional[PathLike] = None,
                   slurm: bool = False, subsets: Optional[PathLike] = None,
-                  drop_remainder: bool = False, image_mode: str = "link") -> SplitLayout:
+                  drop_remainder: bool = False, image_mode: str = "link",
+                  image_root: Optional[PathLike] = None) -> SplitLayout:
     """Balanced k-means++ subsets of the pool's image features (or the subsets of ``subsets``,
-    e.g. the released ``cluster/kmeans++/modified.json``), exported for fine-tuning. ``k`` and
+    e.g. the released ``cluster/kmeans++/modified.json``), exported for fine-tuning (``data`` a
+    cc_sbu_align folder, or a conversation JSON with its ``image_root``). ``k`` and
     ``seed`` left out: ``split.k`` / ``split.seed`` of the shipped ``pipeline/base.yaml``."""
     from selector.core.provenance import package_versions
     from selector.core.settings import shipped
@@ -72,7 +74,7 @@ def split_command(out: PathLike, data: PathLike, pool: Optional[PathLike] = None
              f"{min(len(m) for m in raw.values())}..{max(len(m) for m in raw.values())}; "
              f"balancing moved {moved - dropped} and dropped {dropped}")
     layout = write_subsets(chosen, data, out, template, image_mode, slurm, ARENA_DATASETS,
-                           settings)
+                           settings, image_root=image_root)
     sizes = [len(m) for m in chosen.values()]
     _log(f"{len(sizes)} subsets of {min(sizes)}..{max(sizes)} samples -> {layout.out_dir} "
          f"(subsets: {layout.subsets_file})")

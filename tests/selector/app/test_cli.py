@@ -212,15 +212,19 @@ def test_bad_inputs_are_one_line(tmp_path):
                           "cannot select 100000 samples")
 
 
-def test_demo_short_run(tmp_path):
-    """The README's main job, shortened: every stage on 90 drawn samples."""
+def test_demo_oracle_fast_path(tmp_path):
+    """``igpt4 demo --labels oracle``, shortened: every stage on 90 drawn samples, oracle labels,
+    no fine-tunes."""
     out = tmp_path / "demo"
-    result = run_cli("demo", "--out", out, "--samples", "90", "--set", "split.k=6",
+    result = run_cli("demo", "--out", out, "--labels", "oracle", "--samples", "90", "--set", "split.k=6",
                      "--set", "select.num_samples=12", "--set", "selector.training.epochs=20")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "TOY data and models" in result.stderr
+    assert "TOY world" in result.stderr
+    assert "labels came from a synthetic oracle" in result.stdout
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["pool"] == 90 and summary["selected"] == 12
+    assert "comparison" not in summary and not (out / "compare").exists()
+    assert not list((out / "subsets").rglob("checkpoint_*.pth"))
     planted = json.loads((out / "data" / "planted.json").read_text())
     assert summary["planted_bad"] == sum(bool(v["bad"]) for v in planted.values()) > 0
     selected = (out / "selection" / "selected.txt").read_text().split()
@@ -229,7 +233,7 @@ def test_demo_short_run(tmp_path):
     for name in ("report", "selection", "train_config"):
         assert Path(summary[name]).is_file() and summary[name] in result.stdout
     # a second run recomputes nothing
-    again = run_cli("demo", "--out", out, "--samples", "90", "--set", "split.k=6",
+    again = run_cli("demo", "--out", out, "--labels", "oracle", "--samples", "90", "--set", "split.k=6",
                     "--set", "select.num_samples=12", "--set", "selector.training.epochs=20")
     assert again.returncode == 0 and "[score] running" not in again.stderr
     assert json.loads((out / "demo_summary.json").read_text())["selected"] == 12

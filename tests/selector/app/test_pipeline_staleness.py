@@ -184,7 +184,7 @@ def test_recipe_paths_resolve_against_the_recipe_folder_and_set_against_the_cwd(
 
 
 @pytest.mark.parametrize("samples, extra, fragment", [
-    (5, [], r"^--samples 5: a toy pool of 5 samples is too small for 60 subsets \(split.k=60"),
+    (5, [], r"^--samples 5: a toy pool of 5 samples is too small for 24 subsets \(split.k=24"),
     (50, ["split.k=5", "select.num_samples=70"],
      r"^--samples 50: .* 70 selected samples .*from --set select.num_samples=70"),
     (8, ["split.k=4", "select.num_samples=6", "selector.selection.n_clusters=9"],
