@@ -16,6 +16,7 @@ documented synthetic oracle and no fine-tunes.
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -57,13 +58,16 @@ def label_summary(work: Path) -> Dict[str, Any]:
     labels, _ = read_json(work / "labels.json")
     subsets = {name: {"checkpoint": run["checkpoint"], "result": run["result"],
                       "label": labels["labels"][name]} for name, run in runs["runs"].items()}
-    noise, spread = label_noise_summary(labels)
+    _, spread = label_noise_summary(labels)
     first = runs["noise_subset"]
+    evaluations = [r["accuracy"] for r in runs["noise_runs"]]
+    noise = statistics.stdev(evaluations) if len(evaluations) >= 2 else None
     return {"source": "fine-tunes and evaluations (toy MiniGPT-4 stage 2 on each subset, "
                       "evaluated on the toy VQA set, collected by labels collect)",
             "stage1": runs["stage1"], "vqa": runs["vqa"], "subsets": subsets,
             "noise": {"subset": first, "checkpoint": runs["runs"][first]["checkpoint"],
-                      "evaluations": [r["accuracy"] for r in runs["noise_runs"]],
+                      "evaluations": evaluations, "results": [r["result"] for r in
+                                                               runs["noise_runs"]],
                       "std": noise, "label_spread_std": spread,
                       "note": "std of repeated evaluations (Arena mode: sampled answers, random "
                               "crops) of one checkpoint, beside the std of the labels across "
@@ -94,7 +98,8 @@ def comparison_summary(work: Path, toy: Any) -> Dict[str, Any]:
                         "per_run": {n: document["runs"][n].get("overall") for n in names},
                         "vs_random": None if "vs_random" not in entry else {
                             "mean": entry["vs_random"]["mean"], "ci95": entry["vs_random"]["ci"],
-                            "significant": entry["vs_random"]["significant"]},
+                            "significant": entry["vs_random"]["significant"],
+                            "exceeds_noise": entry["vs_random"]["exceeds_noise"]},
                         "planted_bad_kept": bad,
                         "samples": document["num_samples"] if method != "full" else len(toy.ids)}
     return {"table": document["table"], "methods": rows, "noise": document["noise"],
@@ -108,15 +113,20 @@ def verdict(rows: Dict[str, Any]) -> str:
     if not versus or versus["mean"] is None:
         return "no answer: the selector or random has no evaluated run"
     low_high = versus["ci95"]
-    interval = ("" if low_high is None
-                else f" [95% interval {low_high[0]:+.2f}, {low_high[1]:+.2f}]")
-    said = f"{versus['mean']:+.2f} points{interval} against random"
-    if versus["significant"] and versus["mean"] > 0:
+    if low_high is None:
+        return (f"no answer: one seed of random gives no interval ({versus['mean']:+.2f} "
+                "points against random; use compare.seeds of 2 or more)")
+    said = (f"{versus['mean']:+.2f} points [95% interval {low_high[0]:+.2f}, "
+            f"{low_high[1]:+.2f}] against random")
+    if not versus["significant"]:
+        return (f"NO: the selector's pick did not beat random in this toy world: the difference "
+                f"is within the seeds' spread ({said})")
+    if versus.get("exceeds_noise") is False:
+        return (f"NO: the selector's pick did not beat random in this toy world: the difference "
+                f"is within the evaluation noise ({said})")
+    if versus["mean"] > 0:
         return f"YES: the selector's pick beat random in this toy world ({said})"
-    if versus["significant"] and versus["mean"] < 0:
-        return f"NO: the selector's pick did worse than random in this toy world ({said})"
-    return (f"NO: the selector's pick did not beat random in this toy world: the difference is "
-            f"within the seeds' spread ({said})")
+    return f"NO: the selector's pick did worse than random in this toy world ({said})"
 
 
 def _flags(out: PathLike, samples: Optional[int], seed: int, kind: str) -> List[Any]:
@@ -142,6 +152,10 @@ def run_demo(out: PathLike, samples: Optional[int] = None, seed: int = 0,
 
     if labels not in LABEL_SOURCES:
         raise InputError(f"--labels must be one of {', '.join(LABEL_SOURCES)} (got {labels!r})")
+    if labels == "oracle" and kind == "conversations":
+        raise InputError("--labels oracle --kind conversations: the oracle knows the caption "
+                         "pool's planted kinds only; the conversation demo takes its labels "
+                         "from fine-tunes (leave --labels out)")
     log(TOY_NOTICE)
     pipeline = run_pipeline(LABEL_SOURCES[labels], list(extra or []),
                             flags=_flags(out, samples, seed, kind))

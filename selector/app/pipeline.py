@@ -62,6 +62,10 @@ SECTIONS = {"generate": ("demo",), "score": ("score",), "split": ("split",),
             "select": ("selector", "select"), "report": ("report",),
             "train_config": ("train_config", "select"),
             "compare": ("compare", "demo", "selector", "select")}
+#: the demo settings each stage's fingerprint covers (``demo.workers`` changes no result: none)
+DEMO_KEYS = {"generate": ("samples", "bad_fraction", "seed", "kind"),
+             "labels": ("seed", "kind", "label_steps", "noise_repeats", "vqa_drawings"),
+             "compare": ("seed", "kind", "vqa_drawings")}
 VERSION = 3  # bump when a stage's outputs change meaning (or the fingerprint's composition)
 
 
@@ -168,6 +172,9 @@ class Pipeline(Stages):
         if stage == "train_config":
             external["template"] = _file_digest(self.train_config_template())
         sections = {name: self.recipe.settings.get(name) for name in SECTIONS[stage]}
+        if "demo" in sections:
+            sections["demo"] = {key: (sections["demo"] or {}).get(key)
+                                for key in DEMO_KEYS[stage]}
         return _hash({"version": VERSION, "stage": stage, "settings": sections,
                       "upstream": upstream, "external": external})
 
@@ -241,6 +248,7 @@ class Pipeline(Stages):
         from selector.core.settings import _ABSENT
 
         if "generate" not in self.recipe.stages:
+            self._preflight_label_runs()
             return
         settings = self.recipe.settings
         layers = self.recipe.layers
@@ -267,6 +275,44 @@ class Pipeline(Stages):
                     f"{where('demo.samples')}: a toy pool of {samples} samples is too small for "
                     f"{value} {what} ({key}={value}, from {where(key)}): use at least {value} "
                     f"samples, or a smaller {key}")
+        self._preflight_label_runs()
+
+    def _preflight_label_runs(self) -> None:
+        """The demo's fine-tunes (``labels.source: toy_finetune``, the ``compare`` stage): the
+        generate stage, one batch per subset and per pick, and known ``compare.methods``."""
+        from selector.app.toy.label_runs import BATCH_SIZE
+
+        if not self._needs_label_world():
+            return
+        settings = self.recipe.settings
+        if "generate" not in self.recipe.stages:
+            raise InputError(f"{self.recipe.source}: labels.source toy_finetune and the compare "
+                             "stage fine-tune the toy MiniGPT-4 on the demo's generated pool: "
+                             "the recipe needs the generate stage (igpt4 demo)")
+        samples = int(settings["demo"]["samples"])
+        checks = []
+        if settings["labels"].get("source") == "toy_finetune" and "split" in self.recipe.stages:
+            k = int(self.section("split").get("k", 30))
+            checks.append((samples // max(1, k), f"demo.samples / split.k = {samples} / {k}",
+                           "samples per subset"))
+        if "compare" in self.recipe.stages:
+            checks.append((self.selection_options()["num_samples"], "select.num_samples",
+                           "samples per compared pick"))
+            from selector.selection.methods import create
+
+            from selector.app.toy.loop import BEST_OTHER
+
+            for spec in self.section("compare")["methods"]:
+                if spec != BEST_OTHER:
+                    try:
+                        create(str(spec))
+                    except InputError as exc:
+                        raise InputError(f"compare.methods: {exc}") from None
+        for value, key, what in checks:
+            if value < BATCH_SIZE:
+                raise InputError(f"{key}: {value} {what}, less than one fine-tune batch of "
+                                 f"{BATCH_SIZE} (configs/lavis/toy_finetune.yaml "
+                                 "run.batch_size_train): use more samples or fewer subsets")
 
     def refuse_overlap(self) -> None:
         """Before anything is written: the work folder never is, holds or lies inside an input

@@ -40,6 +40,9 @@ class Stages:
     state: Dict[str, Any]
     log: Callable[[str], None]
     sample_hashes: Optional[Dict[str, str]]
+    #: the toy MiniGPT-4's stage 1 training in another process (the demo), or None
+    stage1_training: Any = None
+    fingerprint: Callable[[str], str]  # Pipeline's: a stage's fingerprint
 
     # -- paths shared by stages ----------------------------------------------------------------
     @property
@@ -57,11 +60,22 @@ class Stages:
                              "the demo would replace it: choose another work folder")
 
     # -- stages --------------------------------------------------------------------------------
+    def _needs_label_world(self) -> bool:
+        return self.section("labels").get("source") == "toy_finetune" or \
+            "compare" in self.recipe.stages
+
     def stage_generate(self) -> List[Path]:
         from selector.app.toy.models import build_toy_models
         from selector.app.toy.world import make_toy_pool
 
         demo = self.section("demo")
+        if self._needs_label_world() and self.stage1_training is None:
+            from selector.app.toy.minigpt4 import stage1_in_background
+
+            self.stage1_training = stage1_in_background(int(demo["seed"]))
+            if self.stage1_training is not None:
+                self.log("[generate] the toy MiniGPT-4's stage 1 trains in the background "
+                         "(about a minute, once: it is cached)")
         data = self.work / "data"
         self._refuse_foreign_data()
         shutil.rmtree(data, ignore_errors=True)
@@ -176,11 +190,10 @@ class Stages:
     def label_world(self) -> Any:
         from selector.app.toy.loop import label_world
 
-        if "generate" not in self.recipe.stages:
-            raise InputError("labels.source toy_finetune and the compare stage fine-tune the toy "
-                             "MiniGPT-4 on the demo's generated pool: the recipe needs the "
-                             "generate stage (igpt4 demo)")
         demo = self.section("demo")
+        if self.stage1_training is not None:  # started by the generate stage
+            self.stage1_training.join()  # it failed: stage1_model trains here and says why
+            self.stage1_training = None
         return label_world(self.work, int(demo["seed"]), int(demo["vqa_drawings"]),
                            str(demo["kind"]))
 
@@ -192,7 +205,8 @@ class Stages:
         demo = self.section("demo")
         world = self.label_world()
         runs = fine_tune_subsets(self.work / "subsets", world, int(demo["label_steps"]),
-                                 int(demo["seed"]), int(demo["noise_repeats"]))
+                                 int(demo["seed"]), int(demo["noise_repeats"]),
+                                 int(demo["workers"]))
         write_json(self.work / "label_runs.json", {
             "stage1": {"folder": str(world.stage1.folder), "report": world.stage1.report},
             "vqa": {"root": str(world.vqa.root), "questions": world.vqa.questions,
@@ -207,18 +221,25 @@ class Stages:
 
         block = self.section("compare")
         out = self.work / "compare"
-        if out.exists() and self.state.get("compare"):
-            kept = out.with_name(f"compare.{self.state['compare']['fingerprint'][:12]}")
-            if kept.exists():
-                kept = kept.with_name(f"{kept.name}.{time.time_ns()}")
-            out.rename(kept)
-            self.log(f"[compare] the previous comparison moved to {kept}")
+        mark = self.work / ".igpt4_compare.json"  # the fingerprint WORK/compare belongs to
+        current = self.fingerprint("compare")
+        if out.exists():
+            document = read_json(mark)[0] if mark.is_file() else None
+            made_for = document.get("fingerprint") if isinstance(document, dict) else None
+            if made_for != current:  # another comparison's (or unknown): set aside, kept
+                kept = out.with_name(f"compare.{str(made_for or 'unknown')[:12]}")
+                if kept.exists():
+                    kept = kept.with_name(f"{kept.name}.{time.time_ns()}")
+                out.rename(kept)
+                self.log(f"[compare] the previous comparison moved to {kept}")
+        write_json(mark, {"fingerprint": current})  # a killed run resumes in WORK/compare
         image_root = self.recipe.image_root()
         document = compare_picks(out, self.work, self.recipe.data_path(), self.label_world(),
                                  list(block["methods"]), int(block["seeds"]),
                                  self.selection_options()["num_samples"], int(block["steps"]),
                                  bool(block["full"]), _dotlist(self.section("selector")),
-                                 image_root=Path(image_root) if image_root else None)
+                                 image_root=Path(image_root) if image_root else None,
+                                 workers=int(self.section("demo")["workers"]))
         write_json(out / "study_results.json", document)
         return [out / "study_results.json"]
 

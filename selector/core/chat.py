@@ -94,6 +94,17 @@ class _RunError(Exception):
     """An error that concerns every request (bad key, unknown model): stops the run."""
 
 
+def _is_loopback(base_url: Optional[str]) -> bool:
+    """``base_url`` names this machine (127.0.0.1, ::1, localhost): the user's HTTP(S)/SOCKS
+    proxy settings must not route it elsewhere."""
+    if not base_url:
+        return False
+    from urllib.parse import urlparse
+
+    host = (urlparse(base_url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 class OpenAIChat:
     """The client side shared by every GPT-calling part of the package (the GPT score, the
     open-ended evaluation judge): settings, the key from the environment only, one
@@ -177,8 +188,15 @@ class OpenAIChat:
                                  "the [gpt] extra (pip install 'instructiongpt4[gpt]')") from None
             self._key = key
             register_secret(key)  # masked wherever it shows up from now on
-            self._client_obj = openai.OpenAI(api_key=key, base_url=self.effective_base_url(),
-                                             timeout=self.timeout, max_retries=self.max_retries)
+            base_url = self.effective_base_url()
+            extra: Dict[str, Any] = {}
+            if _is_loopback(base_url):  # a server on this machine: never through a proxy
+                import httpx
+
+                extra["http_client"] = httpx.Client(trust_env=False, timeout=self.timeout)
+            self._client_obj = openai.OpenAI(api_key=key, base_url=base_url,
+                                             timeout=self.timeout, max_retries=self.max_retries,
+                                             **extra)
         return self._client_obj
 
     def _redact(self, text: Any) -> str:

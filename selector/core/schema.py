@@ -288,6 +288,7 @@ class DemoSection:
     label_steps: int = setting(min=1, below=100001)
     noise_repeats: int = setting(min=0, below=101)
     vqa_drawings: int = setting(min=1, below=100001)
+    workers: int = setting(min=1, below=65)
 
 
 @dataclass

@@ -26,7 +26,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from selector.app.toy.minigpt4 import Stage1
 from selector.app.toy.training import OneThread
@@ -88,11 +88,20 @@ def _training_key(config: Path, stage1: Stage1, options: List[str]) -> str:
                        length=20)
 
 
+def _epoch_of(path: Path) -> Tuple[int, str]:
+    """``checkpoint_N.pth`` -> (N, its folder): the last epoch last (mtimes can tie)."""
+    number = path.stem.rsplit("_", 1)[-1]
+    return (int(number) if number.isdigit() else -1, str(path.parent))
+
+
 def finetune(config: Path, output: Path, stage1: Stage1, samples: int, steps: int,
              seed: int = 0, extra: Optional[List[str]] = None) -> Path:
     """Fine-tune with ``config`` (a subset's finetune.yaml) into ``output``; the last
     checkpoint. Done before with the same config, stage 1 and options (``output/.igpt4_trained``
     records them): that checkpoint, nothing redone; anything else changed: trained again."""
+    if samples < BATCH_SIZE:  # LAVIS drops the last partial batch: no step at all
+        raise InputError(f"{config}: {samples} samples is less than one batch of {BATCH_SIZE} "
+                         "(run.batch_size_train): the fine-tune would make no step")
     epochs = epochs_for(samples, steps)
     options = stage1.model_options() + [f"run.output_dir={output}", f"run.max_epoch={epochs}",
                                         f"run.seed={seed}", f"run.iters_per_epoch="
@@ -110,8 +119,7 @@ def finetune(config: Path, output: Path, stage1: Stage1, samples: int, steps: in
     before = set(output.glob("*/checkpoint_*.pth"))
     with OneThread(), _quiet():
         run_lavis(str(config), options)
-    written = sorted(set(output.glob("*/checkpoint_*.pth")) - before,
-                     key=lambda p: (p.stat().st_mtime, p.name))
+    written = sorted(set(output.glob("*/checkpoint_*.pth")) - before, key=_epoch_of)
     if not written:
         raise InputError(f"{config}: the fine-tune wrote no checkpoint under {output}")
     checkpoint = written[-1]

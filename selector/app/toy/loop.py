@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -26,12 +27,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from selector.app.toy.label_runs import (BATCH_SIZE, MODEL_NAME, ToyEvaluation, epochs_for,
                                          evaluate, finetune, summary_of)
 from selector.app.toy.minigpt4 import FINETUNE_CONFIG, Stage1, stage1_model
+from selector.app.toy.training import exit_with_parent
 from selector.app.toy.vqa import DATASET, ToyVQA, make_toy_vqa
 from selector.core.errors import InputError
-from selector.core.jsonio import read_json
+from selector.core.jsonio import read_json, write_json
 
 #: the selector's cross-validation rows that name another method (mean X = top:X, linear, ...)
 BEST_OTHER = "best"
+NOISE_ANSWERS = "noise_answers"  # beside a subset's answers/: its checkpoint's repeated evaluations
 JUDGE_QUESTIONS = 24  # multi-round questions of the toy judge set (conversation demo)
 JUDGE_TOKENS = 16     # answer length per round
 
@@ -64,38 +67,84 @@ def _count(data: Path, image_root: Optional[Path] = None) -> int:
     return len(read_pool(data, image_root, skip_invalid=True, check_images=False).samples)
 
 
+def run_job(config: Path, folder: Path, stage1: Stage1, samples: int, steps: int, seed: int,
+            evaluation: ToyEvaluation, eval_seeds: Sequence[int]) -> List[Dict[str, Any]]:
+    """One fine-tune (``folder/output``) and its evaluations (``folder/answers``, one per seed
+    of ``eval_seeds``): what each worker of :func:`run_jobs` does."""
+    checkpoint = finetune(config, folder / "output", stage1, samples, steps, seed)
+    return [summary_of(evaluate(checkpoint, folder / "answers", evaluation, s))
+            for s in eval_seeds]
+
+
+def run_jobs(jobs: Sequence[Dict[str, Any]], workers: int, desc: str, progress: bool = True
+             ) -> List[List[Dict[str, Any]]]:
+    """:func:`run_job` for each job (its keyword arguments), in ``workers`` processes (1: in
+    this one). Every job trains on one thread, and each one's seeds are its own, so the
+    results are the same whichever worker runs it; a failing job stops the others."""
+    from tqdm import tqdm
+
+    results: List[Optional[List[Dict[str, Any]]]] = [None] * len(jobs)
+    with tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress) as bar:
+        if workers <= 1 or len(jobs) <= 1:
+            for index, job in enumerate(jobs):
+                results[index] = run_job(**job)
+                bar.update(1)
+        else:
+            import multiprocessing
+            from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+            from concurrent.futures.process import BrokenProcessPool
+
+            context = multiprocessing.get_context("spawn")  # torch after fork is unsafe
+            count = max(1, min(workers, len(jobs), os.cpu_count() or 1))
+            pool = ProcessPoolExecutor(count, mp_context=context, initializer=exit_with_parent,
+                                       initargs=(os.getpid(),))
+            try:
+                futures = {pool.submit(run_job, **job): index for index, job in enumerate(jobs)}
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                    for future in done:
+                        if future.exception() is not None:
+                            raise future.exception()
+                        results[futures[future]] = future.result()
+                        bar.update(1)
+            except BrokenProcessPool:
+                raise InputError(f"{desc}: a worker process died (out of memory? fewer "
+                                 "demo.workers use less); a rerun resumes") from None
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+    return [r for r in results if r is not None]
+
+
 def fine_tune_subsets(subsets_dir: Path, world: LabelWorld, steps: int, seed: int,
-                      repeats: int, progress: bool = True) -> Dict[str, Any]:
+                      repeats: int, workers: int = 1, progress: bool = True) -> Dict[str, Any]:
     """Fine-tune and evaluate every subset of ``subsets_dir`` (``igpt4 split``'s layout); the
     first subset's checkpoint is evaluated ``repeats`` more times (seeds 1..repeats). Returns
     per subset its checkpoint, Arena result file and accuracy, and the noise runs."""
-    from tqdm import tqdm
-
     from selector.scoring.pool import read_subsets
 
     members = read_subsets(subsets_dir / "subsets.json")
     names = list(members)
     if not names:
         raise InputError(f"{subsets_dir / 'subsets.json'}: no subsets")
-    runs: Dict[str, Any] = {}
-    noise: List[Dict[str, Any]] = []
-    with tqdm(total=len(names) + repeats, desc="label fine-tunes + evaluations", unit="run",
-              disable=not progress) as bar:
-        for name in names:
-            folder = subsets_dir / name
-            if not (folder / "finetune.yaml").is_file():
-                raise InputError(f"{folder}: no finetune.yaml (made by igpt4 split)")
-            checkpoint = finetune(folder / "finetune.yaml", folder / "output", world.stage1,
-                                  len(members[name]), steps, seed)
-            runs[name] = summary_of(evaluate(checkpoint, folder / "answers", world.evaluation, 0))
-            bar.update(1)
-        first = names[0]
-        for repeat in range(1, repeats + 1):
-            result = evaluate(Path(runs[first]["checkpoint"]), subsets_dir / first / "answers",
-                              world.evaluation, repeat)
-            noise.append(summary_of(result))
-            bar.update(1)
-    return {"runs": runs, "noise_subset": first, "noise_runs": [runs[first]] + noise}
+    for name in names:
+        if not (subsets_dir / name / "finetune.yaml").is_file():
+            raise InputError(f"{subsets_dir / name}: no finetune.yaml (made by igpt4 split)")
+    jobs = [{"config": subsets_dir / name / "finetune.yaml", "folder": subsets_dir / name,
+             "stage1": world.stage1, "samples": len(members[name]), "steps": steps,
+             "seed": seed, "evaluation": world.evaluation, "eval_seeds": [0]} for name in names]
+    done = run_jobs(jobs, workers, "label fine-tunes + evaluations", progress)
+    runs = {name: results[0] for name, results in zip(names, done)}
+    # the noise: the first subset's checkpoint evaluated again, beside its answers/ (so its
+    # label, like every other, is one evaluation)
+    first = names[0]
+    noise_answers = subsets_dir / first / NOISE_ANSWERS
+    noise = [runs[first]] + [summary_of(evaluate(Path(runs[first]["checkpoint"]), noise_answers,
+                                                 world.evaluation, repeat))
+                             for repeat in range(1, repeats + 1)]
+    return {"runs": runs, "noise_subset": first, "noise_answers": str(noise_answers),
+            "noise_runs": noise}
 
 
 def best_other_method(selector_dir: Path) -> Optional[str]:
@@ -141,7 +190,8 @@ def compare_methods(methods: Sequence[str], selector_dir: Path) -> Tuple[List[st
 def compare_picks(out: Path, work: Path, data: Path, world: LabelWorld, methods: Sequence[str],
                   seeds: int, num_samples: int, steps: int, full: bool,
                   selector_overrides: Sequence[str] = (), evaluations: int = 2,
-                  image_root: Optional[Path] = None, progress: bool = True) -> Dict[str, Any]:
+                  image_root: Optional[Path] = None, workers: int = 1,
+                  progress: bool = True) -> Dict[str, Any]:
     """The study of the selection (see the module docstring) in ``out``: every run fine-tuned
     (seed: the run's, 0 for an unseeded one) for the epochs that make about ``steps`` steps on
     ``num_samples`` samples -- the full pool for as many epochs, as the study's schedule says --
@@ -149,8 +199,6 @@ def compare_picks(out: Path, work: Path, data: Path, world: LabelWorld, methods:
     table compares differences with); returns ``study collect``'s document with the chosen
     methods' notes. A conversation pool (``world.kind``): every run's multi-round answers to
     the toy judge set are judged too (:func:`judge_runs`)."""
-    from tqdm import tqdm
-
     from selector.app.study import write_study
     from selector.report.study import collect_study, results_table
 
@@ -164,17 +212,17 @@ def compare_picks(out: Path, work: Path, data: Path, world: LabelWorld, methods:
                         full=full, overrides=list(selector_overrides), force=True,
                         image_root=image_root)
     epochs = epochs_for(num_samples, steps)
-    with tqdm(total=len(study["runs"]), desc="compare fine-tunes + evaluations", unit="run",
-              disable=not progress) as bar:
-        for run in study["runs"]:
-            folder = out / run["folder"]
-            samples = num_samples if run["method"] != "full" else _count(data, image_root)
-            checkpoint = finetune(folder / "finetune.yaml", folder / "output", world.stage1,
-                                  samples, epochs * max(1, samples // BATCH_SIZE),
-                                  int(run["seed"] or 0))
-            for repeat in range(evaluations):
-                evaluate(checkpoint, folder / "answers", world.evaluation, repeat)
-            bar.update(1)
+    jobs = []
+    for run in study["runs"]:
+        samples = num_samples if run["method"] != "full" else _count(data, image_root)
+        jobs.append({"config": out / run["folder"] / "finetune.yaml", "folder": out / run["folder"],
+                     "stage1": world.stage1, "samples": samples,
+                     "steps": epochs * max(1, samples // BATCH_SIZE),
+                     "seed": int(run["seed"] or 0), "evaluation": world.evaluation,
+                     "eval_seeds": list(range(evaluations))})
+    # the longest (the full pool) first, so that the other worker takes the rest meanwhile
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i]["samples"])
+    run_jobs([jobs[i] for i in order], workers, "compare fine-tunes + evaluations", progress)
     document = collect_study(out, MODEL_NAME)
     if world.kind == "conversations":
         document["judge"] = judge_runs(out, study["runs"], world, progress)
@@ -188,25 +236,6 @@ def _checkpoint_of(folder: Path) -> Path:
 
     document, _ = read_json(folder / "output" / TRAINED)
     return Path(document["checkpoint"])
-
-
-@contextlib.contextmanager
-def _local_without_proxy() -> Any:
-    """An HTTP(S)_PROXY of the user's would route the requests to 127.0.0.1 through the proxy:
-    the toy judge is reached directly (NO_PROXY gains 127.0.0.1 while it runs)."""
-    import os
-
-    saved = {name: os.environ.get(name) for name in ("NO_PROXY", "no_proxy")}
-    for name, value in saved.items():
-        os.environ[name] = ",".join(filter(None, [value, "127.0.0.1"]))
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def judge_runs(out: Path, runs: Sequence[Dict[str, Any]], world: LabelWorld,
@@ -226,7 +255,7 @@ def judge_runs(out: Path, runs: Sequence[Dict[str, Any]], world: LabelWorld,
 
     judge_set = make_judge_set(out / "judge_set", n=JUDGE_QUESTIONS)
     scores: Dict[str, Optional[float]] = {}
-    with _local_without_proxy(), ToyJudgeServer() as server, tqdm(total=len(runs), desc="toy judge", unit="run",
+    with ToyJudgeServer() as server, tqdm(total=len(runs), desc="toy judge", unit="run",
                                           disable=not progress) as bar:
         # a variable no one sets: the local toy judge gets the SDK's dummy key, never a real one
         gpt = GptJudge(model=TOY_JUDGE_MODEL, base_url=server.base_url, concurrency=4,
@@ -234,12 +263,15 @@ def judge_runs(out: Path, runs: Sequence[Dict[str, Any]], world: LabelWorld,
         for run in runs:
             folder = out / run["folder"]
             answers = folder / "judge_answers.jsonl"  # an input of the judge: not in its --out
-            if not answers.is_file():
+            checkpoint = _checkpoint_of(folder)
+            made = folder / "judge_answers.json"  # the checkpoint the answers are of
+            if not (answers.is_file() and made.is_file() and read_json(made)[0] == {
+                    "checkpoint": str(checkpoint), "judge_set": judge_set.n}):
                 with OneThread(), contextlib.redirect_stderr(io.StringIO()):
-                    tester = build_tester("tiny", {"ckpt": str(_checkpoint_of(folder)),
-                                                   "seed": "0", "device": "cpu",
-                                                   "name": MODEL_NAME})
+                    tester = build_tester("tiny", {"ckpt": str(checkpoint), "seed": "0",
+                                                   "device": "cpu", "name": MODEL_NAME})
                     answer_judge_set(tester, judge_set, answers, max_new_tokens=JUDGE_TOKENS)
+                write_json(made, {"checkpoint": str(checkpoint), "judge_set": judge_set.n})
             summary = judge(judge_set.questions, answers, folder / "judge", judge_set.references,
                             judge_set.context, judge_model=gpt, allow_missing=True)
             scores[run["name"]] = summary["relative_score"]

@@ -212,12 +212,8 @@ def stage1_key(seed: int, training: Optional[Mapping[str, Any]] = None) -> Dict[
             "training": dict(training or STAGE1_TRAINING)}
 
 
-def stage1_model(seed: int = 0, cache: Optional[Path] = None,
-                 training: Optional[Mapping[str, Any]] = None, progress: bool = True) -> Stage1:
-    """The pre-trained toy MiniGPT-4 for ``seed`` (see the module docstring), from the cache
-    (``cache``, default ``<user cache>/toy_minigpt4``) or trained now (about a minute on one
-    core) and cached by fingerprint."""
-    from selector.core.atomic import publish_folder
+def _cached(seed: int, cache: Optional[Path], training: Optional[Mapping[str, Any]]
+            ) -> Tuple[Dict[str, Any], Path, Optional[Stage1]]:
     from selector.core.fingerprint import fingerprint
     from selector.core.paths import user_cache_dir
 
@@ -225,15 +221,73 @@ def stage1_model(seed: int = 0, cache: Optional[Path] = None,
     folder = Path(cache or user_cache_dir() / "toy_minigpt4") / fingerprint(key, length=16)
     manifest = folder / "stage1.json"
     if manifest.is_file():
-        document, _ = read_json(manifest)
-        if isinstance(document, dict) and document.get("key") == key:
-            return Stage1(folder, folder / "stage1.pth", folder / "tokenizer", document["report"])
+        from selector.core.errors import InputError
+        from selector.core.fingerprint import file_sha256
+
+        try:
+            document, _ = read_json(manifest)
+            usable = (isinstance(document, dict) and document.get("key") == key
+                      and isinstance(document.get("report"), dict)
+                      and (folder / "tokenizer" / "tokenizer.json").is_file()
+                      and (folder / "stage1.pth").is_file()
+                      and file_sha256(folder / "stage1.pth") == document.get("sha256"))
+        except (InputError, OSError):  # unreadable: a cache entry is rebuilt, never trusted
+            usable = False
+        if usable:
+            return key, folder, Stage1(folder, folder / "stage1.pth", folder / "tokenizer",
+                                       document["report"])
+    return key, folder, None
+
+
+def stage1_in_background(seed: int = 0) -> Optional[Any]:
+    """Start training the stage-1 model for ``seed`` in another process (a daemon: it ends with
+    this one) unless it is cached, so that it overlaps the demo's first stages; None when
+    cached. :func:`stage1_model` afterwards finds it in the cache (``process.join()`` first)."""
+    if _cached(seed, None, None)[2] is not None:
+        return None
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process(
+        target=_train_quietly, args=(seed, os.getpid()), daemon=True, name="igpt4-toy-stage1")
+    process.start()
+    return process
+
+
+def _train_quietly(seed: int, parent: int) -> None:
+    """The background training: no output, ended with the demo; a failure is left to the
+    demo's own :func:`stage1_model` call, which trains again and reports it in one line."""
+    import contextlib
+    import io
+
+    from selector.app.toy.training import exit_with_parent
+
+    exit_with_parent(parent)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            stage1_model(seed, progress=False)
+    except BaseException:  # noqa: B902 - reported by the foreground call
+        os._exit(1)
+
+
+def stage1_model(seed: int = 0, cache: Optional[Path] = None,
+                 training: Optional[Mapping[str, Any]] = None, progress: bool = True) -> Stage1:
+    """The pre-trained toy MiniGPT-4 for ``seed`` (see the module docstring), from the cache
+    (``cache``, default ``<user cache>/toy_minigpt4``) or trained now (about a minute on one
+    core) and cached by fingerprint."""
+    from selector.core.atomic import publish_folder
+
+    key, folder, found = _cached(seed, cache, training)
+    if found is not None:
+        return found
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.with_name(f".{folder.name}.{os.getpid()}.new")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     report = _pretrain(staging, seed, key, progress)
-    write_json(staging / "stage1.json", {"key": key, "report": report})
+    from selector.core.fingerprint import file_sha256
+
+    write_json(staging / "stage1.json", {"key": key, "report": report,
+                                         "sha256": file_sha256(staging / "stage1.pth")})
     publish_folder(staging, folder)
     return Stage1(folder, folder / "stage1.pth", folder / "tokenizer", report)
 

@@ -198,7 +198,12 @@ def _judge(judge_set, answers: Path, out: Path, server: ToyJudgeServer):
                    "--references", judge_set.references, "--context", judge_set.context,
                    "--answers", answers, "--out", out, "--base-url", server.base_url,
                    "--model", TOY_JUDGE_MODEL, "--concurrency", "4", "--max-retries", "0",
-                   "--strict", env={"OPENAI_API_KEY": "toy"})
+                   "--strict", env={"OPENAI_API_KEY": "toy",
+                                    # dead proxies (a SOCKS one too): a judge on 127.0.0.1 is
+                                    # reached directly, whatever the user's proxy settings
+                                    "HTTP_PROXY": "http://127.0.0.1:9",
+                                    "HTTPS_PROXY": "http://127.0.0.1:9",
+                                    "ALL_PROXY": "socks5://127.0.0.1:9"})
 
 
 def test_a_perfect_answerer_outscores_a_wrong_one_through_igpt4_eval_judge(tmp_path, capfd):

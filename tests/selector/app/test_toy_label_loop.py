@@ -177,7 +177,8 @@ def test_demo_short_loop_records_labels_noise_and_the_comparison(tmp_path):
     noise = summary["labels"]["noise"]
     assert len(noise["evaluations"]) == 3 and noise["std"] is not None
     assert noise["label_spread_std"] >= 0.0
-    assert labels["n_runs"][noise["subset"]] == 3  # the noise subset's repeats, as collected
+    assert set(labels["n_runs"].values()) == {1}  # every label one evaluation; the repeats
+    assert all(Path(p).is_file() for p in noise["results"])  # lie beside, not collected
     comparison = summary["comparison"]
     methods = comparison["methods"]
     assert {"selector", "random", "full"} <= set(methods)
@@ -201,7 +202,11 @@ def test_demo_short_loop_records_labels_noise_and_the_comparison(tmp_path):
     assert changed.returncode == 0, changed.stderr[-3000:]
     after = json.loads((out / "demo_summary.json").read_text())["labels"]["subsets"]
     assert all(after[n]["checkpoint"] != before[n] for n in before)
-    assert json.loads((out / "labels.json").read_text())["n_runs"][noise["subset"]] == 3
+    assert set(json.loads((out / "labels.json").read_text())["n_runs"].values()) == {1}
+    # the number of processes changes no result: nothing reruns
+    workers = run_cli("demo", "--out", out, *DEMO, "--set", "demo.label_steps=6",
+                      "--set", "demo.workers=1")
+    assert workers.returncode == 0 and "] running" not in workers.stderr, workers.stderr[-2000:]
 
 
 def test_demo_conversations_kind_splits_fine_tunes_and_judges(tmp_path):
@@ -235,3 +240,74 @@ def test_demo_conversations_kind_splits_fine_tunes_and_judges(tmp_path):
     assert "TOY scripted judge" in result.stdout and "127.0.0.1" in result.stdout
     reviews = list((out / "compare").glob("*/*/judge/reviews.jsonl"))
     assert len(reviews) == 3
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--set", "split.k=80"], "demo.samples / split.k = 240 / 80: 3 samples per subset, less "
+                              "than one fine-tune batch of 8"),
+    (["--set", "select.num_samples=5"], "select.num_samples: 5 samples per compared pick"),
+    (["--set", "compare.methods=[selector,bogus]"], "compare.methods: unknown selection method"),
+    (["--labels", "oracle", "--kind", "conversations"], "--labels oracle --kind conversations"),
+])
+def test_demo_refuses_settings_its_fine_tunes_cannot_run_before_any_work(tmp_path, extra,
+                                                                        fragment):
+    from tests.conftest import assert_one_line_error
+
+    result = run_cli("demo", "--out", tmp_path / "d", "--samples", "240", *extra)
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_recipe_without_generate_cannot_ask_for_toy_fine_tunes(tmp_path):
+    from tests.conftest import assert_one_line_error
+
+    from selector.app.toy.world import make_toy_pool
+
+    make_toy_pool(tmp_path / "data", n=4)
+    result = run_cli("run", "--config", "instructiongpt4.yaml", "--set",
+                     f"pipeline.work={tmp_path / 'w'}", "--set", "labels.source=toy_finetune",
+                     "--set", f"pipeline.data={tmp_path / 'data'}")
+    assert_one_line_error(result, "the recipe needs the generate stage")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "no report", "not json"])
+def test_a_damaged_stage1_cache_entry_is_rebuilt_not_trusted(tmp_path, damage):
+    from selector.app.toy.minigpt4 import stage1_model
+
+    training = {"drawings": 20, "vision_steps": 1, "vision_batch": 4, "steps": 1,
+                "batch_size": 4, "caption_share": 0.5, "lr": 1e-3}
+    first = stage1_model(0, cache=tmp_path, training=training, progress=False)
+    manifest = first.folder / "stage1.json"
+    if damage == "truncate":
+        first.checkpoint.write_bytes(first.checkpoint.read_bytes()[:100])
+    elif damage == "no report":
+        document = json.loads(manifest.read_text())
+        del document["report"]
+        manifest.write_text(json.dumps(document))
+    else:
+        manifest.write_text("{not json")
+    again = stage1_model(0, cache=tmp_path, training=training, progress=False)
+    assert again.folder == first.folder and isinstance(again.report, dict)
+    import torch
+
+    assert torch.load(again.checkpoint, weights_only=True)["stage"] == 1
+
+
+@pytest.mark.parametrize("versus, starts", [
+    ({"mean": 3.0, "ci95": [1.0, 5.0], "significant": True, "exceeds_noise": True}, "YES"),
+    ({"mean": 3.0, "ci95": [1.0, 5.0], "significant": True, "exceeds_noise": False},
+     "NO: the selector's pick did not beat random in this toy world: the difference is within "
+     "the evaluation noise"),
+    ({"mean": 3.0, "ci95": [-1.0, 7.0], "significant": False, "exceeds_noise": True},
+     "NO: the selector's pick did not beat random in this toy world: the difference is within "
+     "the seeds' spread"),
+    ({"mean": -3.0, "ci95": [-5.0, -1.0], "significant": True, "exceeds_noise": True},
+     "NO: the selector's pick did worse than random"),
+    ({"mean": 20.0, "ci95": None, "significant": None, "exceeds_noise": None},
+     "no answer: one seed of random gives no interval"),
+])
+def test_the_verdict_says_only_what_its_numbers_support(versus, starts):
+    from selector.app.demo import verdict
+
+    assert verdict({"selector": {"vs_random": versus}}).startswith(starts)
+    assert verdict({}).startswith("no answer")
