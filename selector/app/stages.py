@@ -72,7 +72,7 @@ class Stages:
         if self._needs_label_world() and self.stage1_training is None:
             from selector.app.toy.minigpt4 import stage1_in_background
 
-            self.stage1_training = stage1_in_background(int(demo["seed"]))
+            self.stage1_training = stage1_in_background(int(demo["seed"]), str(demo["kind"]))
             if self.stage1_training is not None:
                 self.log("[generate] the toy MiniGPT-4's stage 1 trains in the background "
                          "(about a minute, once: it is cached)")

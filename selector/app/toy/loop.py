@@ -39,11 +39,9 @@ JUDGE_QUESTIONS = 24  # multi-round questions of the toy judge set (conversation
 JUDGE_TOKENS = 16     # answer length per round
 
 
-#: answer length on the toy VQA set, with the stop marker. The same for both pools: the frozen
-#: language model learnt one-word answers in stage 1 and stage 2 trains the projection only, so
-#: a conversation-trained model does not answer in sentences either (measured), and a longer
-#: answer only lets the word-match metric find more wrong words that happen to match
-MAX_NEW_TOKENS = {"captions": 4, "conversations": 4}
+#: answer length on the toy VQA set, with the stop marker: a word (the caption world's stage 1
+#: answers in words) or a short sentence ("There are two circles.": the conversation world's)
+MAX_NEW_TOKENS = {"captions": 4, "conversations": 8}
 
 
 @dataclass(frozen=True)
@@ -57,7 +55,9 @@ class LabelWorld:
 def label_world(work: Path, seed: int, drawings: int, kind: str = "captions",
                 progress: bool = True) -> LabelWorld:
     """The stage-1 model for ``seed`` (user cache) and the toy VQA set in ``work/toy_vqa``."""
-    stage1 = stage1_model(seed, progress=progress)
+    from selector.app.toy.minigpt4 import STAGE1_BY_KIND
+
+    stage1 = stage1_model(seed, training=STAGE1_BY_KIND[kind], progress=progress)
     vqa = make_toy_vqa(work / "toy_vqa", drawings=drawings, seed=seed)
     return LabelWorld(stage1, vqa, ToyEvaluation(vqa.root, vqa.key,
                                                  max_new_tokens=MAX_NEW_TOKENS[kind]), kind)

@@ -16,6 +16,12 @@ stream (``sample_rng("stage1", ...)``: never the pool's, the VQA set's or any mo
    system prompt (:func:`eval_arena.minigpt4_tester.arena_prompt`), so the model answers the
    Arena's prompt as it answers the training one.
 
+The conversation world (``igpt4 demo --kind conversations``) has its own stage 1
+(:data:`STAGE1_BY_KIND`): its questions are answered in the toy conversations' sentences ("There
+are two circles."), since stage 2 trains the projection only and cannot teach the frozen language
+model a way of answering it never learnt (measured: with one-word stage 1, fine-tuning on clean
+conversations hurt the toy VQA answers more than fine-tuning on off-topic ones).
+
 The words are a word-level tokenizer of the toy world's vocabulary (a few hundred words; a
 byte-level one would make every caption five times longer). The result is a stage-1 checkpoint
 (``{"model": full state dict}``, read weights-only like every checkpoint we read) plus the
@@ -48,6 +54,9 @@ FINETUNE_CONFIG = "lavis/toy_finetune.yaml"
 #: caption samples), learning rate
 STAGE1_TRAINING = {"drawings": 3000, "vision_steps": 600, "vision_batch": 64, "steps": 600,
                    "batch_size": 32, "caption_share": 0.35, "lr": 3e-3}
+#: stage 1 per demo kind: the conversation world's language model also answers in the toy
+#: conversations' sentences
+STAGE1_BY_KIND = {"captions": STAGE1_TRAINING, "conversations": {**STAGE1_TRAINING, "sentences": True}}
 #: the instruction of every stage-2 sample (MiniGPT-4's alignment prompts say the same)
 DESCRIBE = "<Img><ImageHere></Img> Describe this image in detail."
 
@@ -172,8 +181,13 @@ def _train_vision(model: Any, pixels: Any, truths: Sequence[Mapping[str, Any]],
 
 def _train_language(model: Any, pixels: Any, drawn: Sequence[Tuple[Any, Any, str, list]],
                     training: Mapping[str, Any], rng: random.Random, bar: Any) -> List[float]:
-    """The language model and the projection, the vision tower frozen (as it stays)."""
+    """The language model and the projection, the vision tower frozen (as it stays). With
+    ``training["sentences"]`` (the conversation world) questions are answered as the toy
+    conversations answer them ("The circle is red."), so stage 2 on conversations aligns the
+    projection to answers the language model can give."""
     import torch
+
+    from selector.app.toy.conversations import answer_sentence
 
     from eval_arena.minigpt4_tester import ARENA_SYSTEM
 
@@ -193,7 +207,8 @@ def _train_language(model: Any, pixels: Any, drawn: Sequence[Tuple[Any, Any, str
             else:
                 question = rng.choice(questions)
                 instructions.append(f"<Img><ImageHere></Img> {question.text}")
-                answers.append(question.answer)
+                answers.append(answer_sentence(question) if training.get("sentences")
+                               else question.answer)
         model.prompt_template = templates[rng.random() < 0.5]
         loss = model({"image": pixels[batch], "instruction_input": instructions,
                       "answer": answers})["loss"]
@@ -239,21 +254,22 @@ def _cached(seed: int, cache: Optional[Path], training: Optional[Mapping[str, An
     return key, folder, None
 
 
-def stage1_in_background(seed: int = 0) -> Optional[Any]:
+def stage1_in_background(seed: int = 0, kind: str = "captions") -> Optional[Any]:
     """Start training the stage-1 model for ``seed`` in another process (a daemon: it ends with
     this one) unless it is cached, so that it overlaps the demo's first stages; None when
     cached. :func:`stage1_model` afterwards finds it in the cache (``process.join()`` first)."""
-    if _cached(seed, None, None)[2] is not None:
+    if _cached(seed, None, STAGE1_BY_KIND[kind])[2] is not None:
         return None
     import multiprocessing
 
     process = multiprocessing.get_context("spawn").Process(
-        target=_train_quietly, args=(seed, os.getpid()), daemon=True, name="igpt4-toy-stage1")
+        target=_train_quietly, args=(seed, os.getpid(), kind), daemon=True,
+        name="igpt4-toy-stage1")
     process.start()
     return process
 
 
-def _train_quietly(seed: int, parent: int) -> None:
+def _train_quietly(seed: int, parent: int, kind: str) -> None:
     """The background training: no output, ended with the demo; a failure is left to the
     demo's own :func:`stage1_model` call, which trains again and reports it in one line."""
     import contextlib
@@ -264,7 +280,7 @@ def _train_quietly(seed: int, parent: int) -> None:
     exit_with_parent(parent)
     try:
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            stage1_model(seed, progress=False)
+            stage1_model(seed, training=STAGE1_BY_KIND[kind], progress=False)
     except BaseException:  # noqa: B902 - reported by the foreground call
         os._exit(1)
 
