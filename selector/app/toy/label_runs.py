@@ -4,18 +4,19 @@ evaluate it on the toy VQA set (:mod:`.vqa`), through the code a MiniGPT-4 user 
 * Fine-tune: the subset's config (``igpt4 split`` wrote it from ``lavis/toy_finetune.yaml``) runs
   through :func:`lavis_plugins.train.run_lavis` -- LAVIS's ``train.py`` steps: config, task,
   our builders (``cc_sbu_align`` / ``llava_conversations``), the tiny model from the registry,
-  our portable runner -- in this process, since a new Python per subset would cost more than the
-  fine-tune. The stage-1 checkpoint and tokenizer come in as ``--options`` (``model.ckpt``,
+  our portable runner -- in the calling process (one of :mod:`.loop`'s workers), since a new
+  Python per subset would cost more than the fine-tune. The stage-1 checkpoint and tokenizer come in as ``--options`` (``model.ckpt``,
   ``model.tokenizer``), as a MiniGPT-4 user passes theirs.
 * Evaluate: the run's last checkpoint answers the toy VQA set through ``--tester tiny``'s
   factory and :func:`eval_arena.runner.evaluate` in the Arena's mode (sampled answers, the
   train transform's random crops), writing ``answers/<model>/<run>/result.json`` where
   ``igpt4 labels collect`` finds it.
 
-Every run is resumable: a fine-tune that finished leaves ``.igpt4_trained`` (the checkpoint it
-wrote) in its folder and is not redone; an evaluation that finished is not redone (its run folder
-is named by the seed and the question count, and holds result.json); a killed one resumes in the
-runner's own way. Runs differ only in data, so the number of optimizer steps is kept about the
+Every run is resumable and never stale: a fine-tune that finished leaves ``.igpt4_trained`` (the
+checkpoint it wrote and the key of its config, stage 1 and options) in its folder and is not
+redone for the same key; an evaluation that finished is not redone (its run folder is named by
+the seed and holds result.json; ``.igpt4_evaluated`` clears the runs of another checkpoint or VQA
+set); a killed one resumes in the runner's own way. Runs differ only in data, so the number of optimizer steps is kept about the
 same for each (``steps``): a run's epochs are ``steps`` divided by its iterations per epoch.
 """
 from __future__ import annotations
@@ -177,15 +178,6 @@ def evaluate(checkpoint: Path, answers: Path, evaluation: ToyEvaluation, seed: i
     if not math.isfinite(accuracies[dataset.name]):
         raise InputError(f"{folder}: evaluation gave no accuracy")
     return RunResult(checkpoint, folder / "result.json", float(accuracies[dataset.name]))
-
-
-def finetune_and_evaluate(config: Path, folder: Path, stage1: Stage1, samples: int, steps: int,
-                          evaluation: ToyEvaluation, seed: int = 0,
-                          eval_seed: int = 0) -> RunResult:
-    """One genuine label run: fine-tune into ``folder/output``, evaluate into
-    ``folder/answers``."""
-    checkpoint = finetune(config, folder / "output", stage1, samples, steps, seed)
-    return evaluate(checkpoint, folder / "answers", evaluation, eval_seed)
 
 
 def summary_of(result: RunResult) -> Dict[str, Any]:
