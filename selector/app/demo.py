@@ -29,7 +29,7 @@ TOY_NOTICE = ("demo: TOY world, real code path: procedurally drawn shapes with g
 LABEL_SOURCES = {"toy_finetune": "demo.yaml", "oracle": "demo_oracle.yaml"}
 
 
-def _planted_counts(work: Path, toy: Any, selected: List[str], seed: int) -> Dict[str, Any]:
+def _planted_counts(toy: Any, selected: List[str], seed: int) -> Dict[str, Any]:
     """Planted bad samples kept by the selector and by a random pick of the same size."""
     from selector.selection.rule import random_k
 
@@ -167,7 +167,7 @@ def run_demo(out: PathLike, samples: Optional[int] = None, seed: int = 0,
     else:
         toy = load_toy_pool(work / "data")
     selected = (work / "selection" / "selected.txt").read_text(encoding="utf-8").split()
-    summary = _planted_counts(work, toy, selected, seed)
+    summary = _planted_counts(toy, selected, seed)
     source = pipeline.recipe.settings["labels"]["source"]
     if source == "toy_finetune":
         summary["labels"] = label_summary(work)

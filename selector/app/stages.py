@@ -27,6 +27,16 @@ def _dotlist(block: Dict[str, Any], prefix: str = "") -> List[str]:
     return items
 
 
+def _set_aside(folder: Path, tag: str) -> Path:
+    """Rename a stage's earlier output folder to ``<name>.<tag>`` beside it (``.<ns>`` more
+    when that is taken: a forced rerun keeps both), so its results are kept, never overwritten."""
+    kept = folder.with_name(f"{folder.name}.{tag}")
+    if kept.exists():
+        kept = kept.with_name(f"{kept.name}.{time.time_ns()}")
+    folder.rename(kept)
+    return kept
+
+
 class PipelinePaused(Exception):
     """A stage needs work done outside the pipeline (e.g. the 30 fine-tunes) first."""
 
@@ -131,10 +141,7 @@ class Stages:
         block = self.section("split")
         old = self.work / "subsets"
         if old.exists():  # another split: keep its fine-tune results, never overwrite them
-            kept = old.with_name(f"subsets.{self.state.get('split', {}).get('fingerprint', 'old')}")
-            if kept.exists():  # a forced rerun of the same split: keep both sets of results
-                kept = kept.with_name(f"{kept.name}.{time.time_ns()}")
-            old.rename(kept)
+            kept = _set_aside(old, self.state.get("split", {}).get("fingerprint", "old"))
             self.log(f"[split] the previous split (and any results in it) moved to {kept}")
         layout = split_command(self.work / "subsets", self.recipe.data_path(), self.pool,
                                int(block.get("k", 30)), int(block.get("seed", 0)),
@@ -227,10 +234,7 @@ class Stages:
             document = read_json(mark)[0] if mark.is_file() else None
             made_for = document.get("fingerprint") if isinstance(document, dict) else None
             if made_for != current:  # another comparison's (or unknown): set aside, kept
-                kept = out.with_name(f"compare.{str(made_for or 'unknown')[:12]}")
-                if kept.exists():
-                    kept = kept.with_name(f"{kept.name}.{time.time_ns()}")
-                out.rename(kept)
+                kept = _set_aside(out, str(made_for or "unknown")[:12])
                 self.log(f"[compare] the previous comparison moved to {kept}")
         write_json(mark, {"fingerprint": current})  # a killed run resumes in WORK/compare
         image_root = self.recipe.image_root()

@@ -34,8 +34,9 @@ from selector.app.toy.training import OneThread
 from selector.app.toy.vqa import DATASET
 from selector.core.errors import InputError
 from selector.core.jsonio import read_json, write_json
+from selector.labels.jobs import TRAINED_MARKER
 
-TRAINED = ".igpt4_trained"  # the marker launch.sh also writes (selector.labels.jobs.TRAINED_MARKER)
+TRAINED = TRAINED_MARKER  # launch.sh's marker of a finished fine-tune (ours holds its key too)
 MODEL_NAME = "toy-minigpt4"  # the answers folder's model name
 BATCH_SIZE = 8  # toy_finetune.yaml's run.batch_size_train
 

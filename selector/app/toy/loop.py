@@ -85,7 +85,7 @@ def run_jobs(jobs: Sequence[Dict[str, Any]], workers: int, desc: str, progress: 
     results are the same whichever worker runs it; a failing job stops the others."""
     from tqdm import tqdm
 
-    results: List[Optional[List[Dict[str, Any]]]] = [None] * len(jobs)
+    results: List[Any] = [None] * len(jobs)  # in job order; each filled, or run_jobs raised
     with tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress) as bar:
         if workers <= 1 or len(jobs) <= 1:
             for index, job in enumerate(jobs):
@@ -116,7 +116,7 @@ def run_jobs(jobs: Sequence[Dict[str, Any]], workers: int, desc: str, progress: 
                                  "demo.workers use less); a rerun resumes") from None
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
-    return [r for r in results if r is not None]
+    return results
 
 
 def fine_tune_subsets(subsets_dir: Path, world: LabelWorld, steps: int, seed: int,
